@@ -1,0 +1,26 @@
+//! Shared building blocks of unclip: typed load errors, the one checkpoint loader (safetensors
+//! and PyTorch `.bin` without pickle execution, f16/bf16 cast to f32, strict application),
+//! torch-layout layers, activations, attention and timestep embeddings.
+//!
+//! Every stage crate (`unclip-clip`, `unclip-prior`, `unclip-decoder`, `unclip-upsampler`) builds on
+//! these; nothing here picks a backend.
+
+mod activation;
+mod attention;
+mod checkpoint;
+mod config;
+mod device;
+mod embeddings;
+mod error;
+mod layers;
+mod resample;
+
+pub use activation::Activation;
+pub use attention::{MASK_MIN, merge_heads, scaled_dot_product, split_heads};
+pub use checkpoint::{Checkpoint, KeyMap, LoadPrecision, atomic_write, candidate_files, save_safetensors};
+pub use config::{read_json, write_json};
+pub use device::{UnknownDevice, available_devices, parse_device};
+pub use embeddings::{timestep_embedding, timesteps_tensor};
+pub use error::LoadError;
+pub use layers::{GroupNorm, LayerNorm, Linear};
+pub use resample::{aa_cubic_weights, resize_aa_f32, resize_aa_u8_pil};

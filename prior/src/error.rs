@@ -1,0 +1,29 @@
+//! Typed errors of the prior crate.
+
+use unclip_nn::LoadError;
+
+/// Everything that can go wrong when building, loading, running, sampling or training the prior.
+#[derive(Debug, thiserror::Error)]
+pub enum PriorError {
+    /// Reading / writing config or weights failed (missing, unused or mis-shaped tensors name the key).
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A config value this port (or diffusers) does not support.
+    #[error("unsupported prior config: {field} = {value}")]
+    UnsupportedConfig { field: &'static str, value: String },
+    /// An input of the wrong shape.
+    #[error("prior input `{input}` has shape {found:?}, expected {expected}")]
+    Shape { input: &'static str, expected: String, found: Vec<usize> },
+    /// An invalid argument (guidance scale, number of candidates, steps, ...).
+    #[error("invalid argument `{name}`: {message}")]
+    InvalidArgument { name: &'static str, message: String },
+    /// The scheduler rejected a call.
+    #[error("scheduler: {0}")]
+    Scheduler(String),
+}
+
+impl PriorError {
+    pub(crate) fn shape(input: &'static str, expected: impl Into<String>, found: &[usize]) -> Self {
+        PriorError::Shape { input, expected: expected.into(), found: found.to_vec() }
+    }
+}

@@ -1,0 +1,23 @@
+//! The unCLIP diffusion prior: a Rust port of diffusers' `PriorTransformer`
+//! (`diffusers/models/transformers/prior_transformer.py`, diffusers 0.42) as the Karlo
+//! v1-alpha unCLIP pipeline (`diffusers/pipelines/deprecated/unclip/pipeline_unclip.py`) uses it:
+//! CLIP text embedding + text token states -> CLIP image embedding.
+//!
+//! - [`PriorTransformerConfig`]: `prior/config.json`.
+//! - [`PriorTransformer`]: the network, [`PriorTransformer::from_pretrained`] /
+//!   [`PriorTransformer::save_pretrained`] (diffusers layout, key map in [`load`]).
+//! - [`PriorConditioning`]: the text-side inputs.
+
+mod config;
+mod error;
+pub mod load;
+mod model;
+
+pub use config::{PriorTransformerConfig, TimeActivation};
+pub use error::PriorError;
+pub use load::{CONFIG_FILE, KARLO_PRIOR_KEYS, WEIGHTS_STEM, save_key};
+pub use model::{
+    FeedForward, PRIOR_MASK_VALUE, PriorConditioning, PriorTransformer, SelfAttention, TimestepEmbedding,
+    TransformerBlock, causal_mask,
+};
+pub mod train;

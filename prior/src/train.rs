@@ -1,0 +1,320 @@
+//! Training the prior (DALL-E 2 §2.2, Karlo's prior recipe): the network predicts the clean,
+//! normalised image embedding x_0 from x_t (`prediction_type = "sample"`), trained with MSE on
+//! x_0; the text conditioning of each example is replaced by the empty prompt's embeddings with
+//! probability 10% so classifier-free guidance works; an exponential moving average (EMA) of the
+//! weights is kept for sampling.
+//!
+//! Forward diffusion: `x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε` with the `squaredcos_cap_v2` schedule
+//! of diffusers' `UnCLIPScheduler` (`betas_for_alpha_bar`, [`squaredcos_cap_v2_alphas_cumprod`]).
+//! Timesteps, noise and the dropout draws come from a seeded host RNG, so a run is reproducible
+//! on every device.
+//!
+//! Checkpoints ([`PriorTrainer::save_checkpoint`]) use the diffusers folder layout, every file
+//! written atomically:
+//!
+//! ```text
+//! <dir>/config.json                              the prior config
+//! <dir>/diffusion_pytorch_model.safetensors      EMA weights (the model when EMA is off): what
+//!                                                PriorTransformer::from_pretrained(<dir>) loads
+//! <dir>/online/config.json                       the raw (optimised) weights, same layout
+//! <dir>/online/diffusion_pytorch_model.safetensors
+//! <dir>/trainer_state.json                       step and training settings (written last)
+//! ```
+//!
+//! Adam's moment estimates are not part of the checkpoint: burn keys optimiser state by parameter
+//! id, which a safetensors reload does not preserve, so a resumed run restarts them.
+
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{PriorConditioning, PriorError, PriorTransformer};
+
+/// `alphas_cumprod` of diffusers' `betas_for_alpha_bar(T, alpha_transform_type="cosine")`
+/// (`squaredcos_cap_v2`, betas clipped at 0.999), in f64.
+pub fn squaredcos_cap_v2_alphas_cumprod(num_train_timesteps: usize) -> Vec<f64> {
+    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
+    let n = num_train_timesteps as f64;
+    let mut acc = 1.0f64;
+    (0..num_train_timesteps)
+        .map(|i| {
+            let beta = (1.0 - alpha_bar((i as f64 + 1.0) / n) / alpha_bar(i as f64 / n)).min(0.999);
+            // diffusers stores betas as float32 before the cumulative product
+            acc *= 1.0 - (beta as f32) as f64;
+            acc
+        })
+        .collect()
+}
+
+/// Settings of a training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Adam learning rate.
+    pub learning_rate: f64,
+    /// EMA decay per step (`None`: no EMA). DALL-E 2 uses 0.9999.
+    pub ema_decay: Option<f64>,
+    /// Probability of replacing an example's text conditioning with the unconditional one.
+    pub cond_drop_prob: f64,
+    /// Diffusion steps of the noise schedule.
+    pub num_train_timesteps: usize,
+    /// Seed of the host RNG (timesteps, noise, dropout).
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig { learning_rate: 1e-4, ema_decay: Some(0.9999), cond_drop_prob: 0.1, num_train_timesteps: 1000, seed: 0 }
+    }
+}
+
+/// One training batch.
+#[derive(Debug, Clone)]
+pub struct PriorBatch {
+    /// CLIP image embeddings, un-normalised `[B, clip_embed_dim]` (the target x_0 before
+    /// `(x - clip_mean) / clip_std`).
+    pub image_embeddings: Tensor<2>,
+    /// The text side `[B, ...]`.
+    pub cond: PriorConditioning,
+}
+
+/// What `trainer_state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub step: u64,
+    pub train: TrainConfig,
+}
+
+/// A training loop's state: the model on an autodiff device, its EMA, Adam and the host RNG.
+pub struct PriorTrainer {
+    /// The optimised model (autodiff device).
+    pub model: PriorTransformer,
+    /// EMA of the weights (plain device), when enabled.
+    pub ema: Option<PriorTransformer>,
+    /// The unconditional (empty prompt) conditioning, one row, used for conditioning dropout.
+    pub uncond: PriorConditioning,
+    pub config: TrainConfig,
+    /// Optimiser steps taken.
+    pub step: u64,
+    optim: ModuleOptimizer,
+    rng: StdRng,
+    alphas_cumprod: Vec<f64>,
+}
+
+impl std::fmt::Debug for PriorTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PriorTrainer").field("step", &self.step).field("config", &self.config).finish()
+    }
+}
+
+/// Collects every float parameter (flattened, detached) in visiting order.
+struct Gather(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Gather {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]));
+    }
+}
+
+/// `ema = decay * ema + (1 - decay) * model`, parameter by parameter in visiting order.
+struct Blend {
+    src: std::vec::IntoIter<Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for Blend {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.src.next() {
+            Some(s) => {
+                let decay = self.decay;
+                param.map(|t| {
+                    let dims = t.dims();
+                    t * decay + s.reshape(dims) * (1.0 - decay)
+                })
+            }
+            None => param,
+        }
+    }
+}
+
+fn gaussian(rng: &mut StdRng, n: usize) -> Vec<f32> {
+    // Box-Muller on the host.
+    (0..n)
+        .map(|_| {
+            let u1: f64 = rng.random::<f64>().max(1e-300);
+            let u2: f64 = rng.random::<f64>();
+            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+        })
+        .collect()
+}
+
+impl PriorTrainer {
+    /// Starts training `model` (moved to `device`, which should be an autodiff device such as
+    /// `Device::flex().autodiff()`). `uncond` is the empty prompt's conditioning (one row).
+    pub fn new(model: PriorTransformer, uncond: PriorConditioning, config: TrainConfig, device: &Device) -> Result<Self, PriorError> {
+        Self::with_step(model, None, uncond, config, 0, device)
+    }
+
+    fn with_step(
+        model: PriorTransformer,
+        ema: Option<PriorTransformer>,
+        uncond: PriorConditioning,
+        config: TrainConfig,
+        step: u64,
+        device: &Device,
+    ) -> Result<Self, PriorError> {
+        if !(0.0..=1.0).contains(&config.cond_drop_prob) {
+            return Err(PriorError::InvalidArgument { name: "cond_drop_prob", message: format!("{} is not in [0, 1]", config.cond_drop_prob) });
+        }
+        if let Some(d) = config.ema_decay
+            && !(0.0..1.0).contains(&d)
+        {
+            return Err(PriorError::InvalidArgument { name: "ema_decay", message: format!("{d} is not in [0, 1)") });
+        }
+        if config.num_train_timesteps == 0 {
+            return Err(PriorError::InvalidArgument { name: "num_train_timesteps", message: "must be positive".into() });
+        }
+        if uncond.batch() != 1 {
+            return Err(PriorError::InvalidArgument { name: "uncond", message: format!("expected one row, got {}", uncond.batch()) });
+        }
+        let model = model.to_device(device).train();
+        let ema = match (config.ema_decay, ema) {
+            (None, _) => None,
+            (Some(_), Some(e)) => Some(e.to_device(&device.clone().inner())),
+            (Some(_), None) => Some(model.valid()),
+        };
+        let uncond = PriorConditioning {
+            proj_embedding: uncond.proj_embedding.to_device(device),
+            encoder_hidden_states: uncond.encoder_hidden_states.map(|t| t.to_device(device)),
+            attention_mask: uncond.attention_mask.map(|t| t.to_device(device)),
+        };
+        Ok(PriorTrainer {
+            model,
+            ema,
+            uncond,
+            optim: AdamConfig::new().init(),
+            rng: StdRng::seed_from_u64(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            alphas_cumprod: squaredcos_cap_v2_alphas_cumprod(config.num_train_timesteps),
+            config,
+            step,
+        })
+    }
+
+    /// The weights to sample with: the EMA when enabled, else the model (plain device).
+    pub fn inference_model(&self) -> PriorTransformer {
+        match &self.ema {
+            Some(e) => e.clone(),
+            None => self.model.valid(),
+        }
+    }
+
+    /// The x_0-prediction loss of `batch` at random timesteps, with conditioning dropout
+    /// (no optimiser step). Returns the scalar loss tensor (autodiff graph attached).
+    pub fn loss(&mut self, batch: &PriorBatch) -> Result<Tensor<1>, PriorError> {
+        let device = self.model.clip_mean.val().device();
+        let x = batch.image_embeddings.clone().to_device(&device);
+        let [b, e] = x.dims();
+        if batch.cond.batch() != b {
+            return Err(PriorError::shape("cond.proj_embedding", format!("[{b}, ..]"), &batch.cond.proj_embedding.dims()));
+        }
+        // Normalised target (statistics are constants, never trained).
+        let mean = self.model.clip_mean.val().detach();
+        let std = self.model.clip_std.val().detach();
+        let x0 = (x - mean) / std; // [B, E]
+
+        // Host draws: timesteps, noise, dropout.
+        let ts: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.config.num_train_timesteps)).collect();
+        let noise = gaussian(&mut self.rng, b * e);
+        let keep: Vec<f32> = (0..b).map(|_| if self.rng.random::<f64>() < self.config.cond_drop_prob { 0.0 } else { 1.0 }).collect();
+        let sa: Vec<f32> = ts.iter().map(|&t| self.alphas_cumprod[t].sqrt() as f32).collect();
+        let s1: Vec<f32> = ts.iter().map(|&t| (1.0 - self.alphas_cumprod[t]).sqrt() as f32).collect();
+        let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, 1]), &device);
+        let noise = Tensor::<2>::from_data(TensorData::new(noise, [b, e]), &device);
+        let x_t = x0.clone() * col(sa) + noise * col(s1); // [B, E]
+        let t = Tensor::<1>::from_data(TensorData::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]), &device);
+
+        let cond = self.drop_conditioning(&batch.cond, &keep, &device)?;
+        let pred = self.model.forward(x_t, t, &cond)?; // [B, E]
+        Ok((pred - x0).powi_scalar(2).mean())
+    }
+
+    /// Replaces rows whose `keep` is 0 by the unconditional conditioning.
+    fn drop_conditioning(&self, cond: &PriorConditioning, keep: &[f32], device: &Device) -> Result<PriorConditioning, PriorError> {
+        let b = keep.len();
+        let k = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [b]), device); // [B]
+        let u = &self.uncond;
+        let mix2 = |c: Tensor<2>, un: Tensor<2>| {
+            let [_, d] = c.dims();
+            let k2 = k.clone().reshape([b, 1]);
+            c.to_device(device) * k2.clone() + un.expand([b, d]) * (k2.neg() + 1.0)
+        };
+        let proj_embedding = mix2(cond.proj_embedding.clone(), u.proj_embedding.clone());
+        let encoder_hidden_states = match (&cond.encoder_hidden_states, &u.encoder_hidden_states) {
+            (Some(c), Some(un)) => {
+                let [_, l, d] = c.dims();
+                let k3 = k.clone().reshape([b, 1, 1]);
+                Some(c.clone().to_device(device) * k3.clone() + un.clone().expand([b, l, d]) * (k3.neg() + 1.0))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(PriorError::InvalidArgument { name: "uncond", message: "encoder_hidden_states present in only one of cond / uncond".into() });
+            }
+        };
+        let attention_mask: Option<Tensor<2, Bool>> = match (&cond.attention_mask, &u.attention_mask) {
+            (Some(c), Some(un)) => {
+                let [_, l] = c.dims();
+                let drop = k.clone().reshape([b, 1]).lower_elem(0.5).expand([b, l]); // [B, T]
+                Some(c.clone().to_device(device).int().mask_where(drop, un.clone().int().expand([b, l])).equal_elem(1))
+            }
+            (None, None) => None,
+            _ => {
+                return Err(PriorError::InvalidArgument { name: "uncond", message: "attention_mask present in only one of cond / uncond".into() });
+            }
+        };
+        Ok(PriorConditioning { proj_embedding, encoder_hidden_states, attention_mask })
+    }
+
+    /// One optimiser step on `batch`; returns the loss before the step.
+    pub fn train_step(&mut self, batch: &PriorBatch) -> Result<f32, PriorError> {
+        let loss = self.loss(batch)?;
+        let value: f32 = loss.clone().into_scalar::<f32>();
+        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+        self.model = self.optim.step(self.config.learning_rate, self.model.clone(), grads);
+        self.step += 1;
+        if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
+            let mut g = Gather(Vec::new());
+            self.model.valid().visit(&mut g);
+            self.ema = Some(ema.map(&mut Blend { src: g.0.into_iter(), decay }));
+        }
+        Ok(value)
+    }
+
+    /// Writes a checkpoint folder (layout in the module docs); every file atomically, the state
+    /// file last.
+    pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<(), PriorError> {
+        let dir = dir.as_ref();
+        self.model.valid().save_pretrained(dir.join("online"))?;
+        self.inference_model().save_pretrained(dir)?;
+        let state = TrainerState { step: self.step, train: self.config.clone() };
+        unclip_nn::write_json(dir.join("trainer_state.json"), &state)?;
+        Ok(())
+    }
+
+    /// Resumes from a folder written by [`Self::save_checkpoint`] on `device` (autodiff).
+    pub fn resume(dir: impl AsRef<Path>, uncond: PriorConditioning, device: &Device) -> Result<Self, PriorError> {
+        let dir = dir.as_ref();
+        let state: TrainerState = unclip_nn::read_json(dir.join("trainer_state.json"))?;
+        let model = PriorTransformer::from_pretrained(dir.join("online"), device)?;
+        let ema = match state.train.ema_decay {
+            Some(_) => Some(PriorTransformer::from_pretrained(dir, &device.clone().inner())?),
+            None => None,
+        };
+        Self::with_step(model, ema, uncond, state.train, state.step, device)
+    }
+}
