@@ -19,7 +19,7 @@ use crate::error::DiffusionError;
 /// // rows: uncond, cond; channels: eps, variance
 /// let out = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 0.1, 2.0, 0.7], [2, 2]), &device);
 /// let g = unclip_diffusion::classifier_free_guidance(out, 3.0, Some(1)).unwrap();
-/// assert_eq!(g.into_data().to_vec::<f32>().unwrap(), vec![4.0, 0.7]);
+/// assert_eq!(g.into_data().try_to_vec::<f32>().unwrap(), vec![4.0, 0.7]);
 /// ```
 pub fn classifier_free_guidance<const D: usize>(
     model_output: Tensor<D>,

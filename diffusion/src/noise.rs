@@ -132,7 +132,7 @@ impl NoiseSource for SeededNoise {
 /// let mut replay = ReplayNoise::new();
 /// replay.push(vec![2], vec![0.5, -1.0]).unwrap();
 /// let x = replay.randn([2], &device).unwrap();
-/// assert_eq!(x.into_data().to_vec::<f32>().unwrap(), vec![0.5, -1.0]);
+/// assert_eq!(x.into_data().try_to_vec::<f32>().unwrap(), vec![0.5, -1.0]);
 /// assert!(replay.randn([2], &device).is_err()); // exhausted
 /// ```
 #[derive(Debug, Clone, Default)]
@@ -265,10 +265,10 @@ mod tests {
         let device = Device::flex();
         let host = SeededNoise::new(3).randn_host(&[2, 5]).unwrap();
         let t = SeededNoise::new(3).randn([2, 5], &device).unwrap();
-        assert_eq!(t.into_data().to_vec::<f32>().unwrap(), host);
+        assert_eq!(t.into_data().try_to_vec::<f32>().unwrap(), host);
         let mut boxed: Box<dyn NoiseSource> = Box::new(SeededNoise::new(3));
         let t2 = randn(&mut *boxed, [2, 5], &device).unwrap();
-        assert_eq!(t2.into_data().to_vec::<f32>().unwrap(), host);
+        assert_eq!(t2.into_data().try_to_vec::<f32>().unwrap(), host);
     }
 
     #[test]

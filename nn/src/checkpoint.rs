@@ -103,7 +103,9 @@ impl Checkpoint {
         let mut source_dtypes = BTreeMap::new();
         for (key, t) in raw {
             source_dtypes.insert(key.clone(), t.dtype);
-            let t = to_f32(&path, t)?;
+            // Floats are cast to f32 now; other tensors (int buffers such as `position_ids`) are
+            // kept as they are, for the key map to ignore; applying one to a weight is an error.
+            let t = if is_float(t.dtype) { to_f32(&path, t)? } else { t };
             tensors.insert(key, t);
         }
         Ok(Checkpoint { path, tensors, source_dtypes })
@@ -207,6 +209,9 @@ impl Checkpoint {
     /// right shape, and every tensor of the checkpoint must be used.
     pub fn load_into<M: Module + ModuleSnapshot>(self, mut module: M) -> Result<M, LoadError> {
         let path = self.path.clone();
+        if let Some(t) = self.tensors.values().find(|t| t.dtype != DType::F32) {
+            return Err(LoadError::UnsupportedDtype { path, key: t.name.clone(), dtype: format!("{:?}", t.dtype) });
+        }
         let tensors: Vec<PackTensor> = self.tensors.into_values().collect();
         let result = module.apply(tensors, None, None, false);
         if let Some(err) = result.errors.first() {
@@ -231,6 +236,10 @@ impl Checkpoint {
         }
         Ok(module)
     }
+}
+
+fn is_float(d: DType) -> bool {
+    matches!(d, DType::F32 | DType::Flex32 | DType::F64 | DType::F16 | DType::BF16)
 }
 
 /// Converts a stored tensor to f32 (rank-0 tensors become rank 1, burn's smallest rank).

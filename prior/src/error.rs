@@ -17,9 +17,9 @@ pub enum PriorError {
     /// An invalid argument (guidance scale, number of candidates, steps, ...).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: &'static str, message: String },
-    /// The scheduler rejected a call.
-    #[error("scheduler: {0}")]
-    Scheduler(String),
+    /// The scheduler, guidance or noise source rejected a call.
+    #[error(transparent)]
+    Diffusion(#[from] unclip_diffusion::DiffusionError),
 }
 
 impl PriorError {

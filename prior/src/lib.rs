@@ -7,6 +7,9 @@
 //! - [`PriorTransformer`]: the network, [`PriorTransformer::from_pretrained`] /
 //!   [`PriorTransformer::save_pretrained`] (diffusers layout, key map in [`load`]).
 //! - [`PriorConditioning`]: the text-side inputs.
+//! - [`sample`]: text -> image embedding with the `UnCLIPScheduler`, classifier-free guidance and
+//!   reranking of candidates.
+//! - [`train`]: x_0-prediction training with conditioning dropout, EMA and checkpoints.
 
 mod config;
 mod error;
@@ -21,3 +24,4 @@ pub use model::{
     TransformerBlock, causal_mask,
 };
 pub mod train;
+pub mod sample;

@@ -183,7 +183,8 @@ impl PriorTrainer {
         if uncond.batch() != 1 {
             return Err(PriorError::InvalidArgument { name: "uncond", message: format!("expected one row, got {}", uncond.batch()) });
         }
-        let model = model.to_device(device).train();
+        // Through the plain device, so every parameter becomes a fresh autodiff leaf.
+        let model = model.valid().to_device(&device.clone().inner()).to_device(device).train();
         let ema = match (config.ema_decay, ema) {
             (None, _) => None,
             (Some(_), Some(e)) => Some(e.to_device(&device.clone().inner())),

@@ -14,6 +14,9 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+mod write;
+pub use write::{StoreDtype, copy_model_dir_with, temp_dir, write_safetensors};
+
 /// The fixture root: `UNCLIP_FIXTURES` when set, else `<workspace>/../shared/fixtures`.
 pub fn fixtures_root() -> PathBuf {
     if let Ok(root) = std::env::var("UNCLIP_FIXTURES") {

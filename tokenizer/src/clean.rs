@@ -236,12 +236,12 @@ fn ftfy_entity(reference: &str) -> Option<String> {
     // Upper-cased entities (`&EACUTE;`) of all-lowercase names, unless Python's html.unescape
     // already decodes the upper-cased form.
     let lower = name.to_ascii_lowercase();
-    if lower.to_ascii_uppercase() == name && lower != name {
-        if let Some(v) = html5(&lower) {
-            if html_unescape(reference) == reference {
-                return Some(v.to_uppercase());
-            }
-        }
+    if lower.to_ascii_uppercase() == name
+        && lower != name
+        && let Some(v) = html5(&lower)
+        && html_unescape(reference) == reference
+    {
+        return Some(v.to_uppercase());
     }
     None
 }

@@ -123,10 +123,10 @@ pub(crate) fn read_config(dir: &Path) -> Result<FolderConfig> {
             .as_object()
             .ok_or_else(|| malformed(&config_path, "top level is not a JSON object"))?;
         for role in ROLES {
-            if let Some(v) = obj.get(role) {
-                if let Some(content) = token_content(&config_path, role, v)? {
-                    roles.insert(role, content);
-                }
+            if let Some(v) = obj.get(role)
+                && let Some(content) = token_content(&config_path, role, v)?
+            {
+                roles.insert(role, content);
             }
         }
         // Transformers writes int(1e30) ("no limit") when a checkpoint sets none: ignore that.
@@ -180,10 +180,10 @@ pub(crate) fn read_config(dir: &Path) -> Result<FolderConfig> {
             if roles.contains_key(role) {
                 continue;
             }
-            if let Some(v) = obj.get(role) {
-                if let Some(content) = token_content(&map_path, role, v)? {
-                    roles.insert(role, content);
-                }
+            if let Some(v) = obj.get(role)
+                && let Some(content) = token_content(&map_path, role, v)?
+            {
+                roles.insert(role, content);
             }
         }
     }

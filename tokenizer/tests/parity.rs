@@ -73,6 +73,10 @@ fn up_to_eot(ids: &[i64], eos: i64) -> Vec<i64> {
     }
 }
 
+fn eos(tok: &ClipTokenizer) -> i64 {
+    i64::from(tok.special_ids().eos)
+}
+
 fn encode_all(tok: &ClipTokenizer, cases: &[Case]) -> Encoding {
     let texts: Vec<&str> = cases.iter().map(|c| c.text.as_str()).collect();
     let enc = tok.encode_batch(&texts).expect("encode_batch");
@@ -81,7 +85,7 @@ fn encode_all(tok: &ClipTokenizer, cases: &[Case]) -> Encoding {
 }
 
 /// Compares every case's ids against `key`; returns the ids of mismatching cases with details.
-fn mismatches(enc: &Encoding, cases: &[Case], key: &str, skip: &[u64]) -> Vec<String> {
+fn mismatches(enc: &Encoding, cases: &[Case], key: &str, skip: &[u64], eos: i64) -> Vec<String> {
     let mut bad = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         if skip.contains(&case.id) {
@@ -93,8 +97,8 @@ fn mismatches(enc: &Encoding, cases: &[Case], key: &str, skip: &[u64]) -> Vec<St
                 "case {} {:?}: got {:?}, {key} {:?}",
                 case.id,
                 case.text,
-                up_to_eot(&enc.ids[i], 49407),
-                up_to_eot(&want, 49407)
+                up_to_eot(&enc.ids[i], eos),
+                up_to_eot(&want, eos)
             ));
         }
     }
@@ -103,7 +107,7 @@ fn mismatches(enc: &Encoding, cases: &[Case], key: &str, skip: &[u64]) -> Vec<St
 
 /// Mask / EOT position / truncation consistency, and the reference mask of `mask_key` wherever
 /// that key's ids equal ours.
-fn check_structure(enc: &Encoding, cases: &[Case], mask_key: &str) {
+fn check_structure(enc: &Encoding, cases: &[Case], mask_key: &str, eos: i64) {
     let mut compared = 0;
     for (i, case) in cases.iter().enumerate() {
         let mask = &enc.attention_mask[i];
@@ -119,7 +123,7 @@ fn check_structure(enc: &Encoding, cases: &[Case], mask_key: &str) {
             "case {}: eot position",
             case.id
         );
-        assert_eq!(enc.ids[i][real - 1], 49407, "case {}: eot id", case.id);
+        assert_eq!(enc.ids[i][real - 1], eos, "case {}: eot id", case.id);
         if case.raw["truncated"].as_bool() == Some(true) {
             assert!(enc.truncated(i), "case {}: should be truncated", case.id);
             assert_eq!(
@@ -138,7 +142,7 @@ fn check_structure(enc: &Encoding, cases: &[Case], mask_key: &str) {
             compared += 1;
         }
         // `untruncated_len_hf_slow` is the length of hf_slow's tokens.
-        if up_to_eot(&enc.ids[i], 49407) == up_to_eot(&ids_of(case, "hf_slow"), 49407) {
+        if up_to_eot(&enc.ids[i], eos) == up_to_eot(&ids_of(case, "hf_slow"), eos) {
             let n = case.raw["untruncated_len_hf_slow"]
                 .as_u64()
                 .expect("untruncated len");
@@ -193,14 +197,14 @@ fn hf_v5_from_tokenizer_json() {
         );
     }
     let enc = encode_all(&tok, &cases);
-    let bad = mismatches(&enc, &cases, "hf_v5", &[]);
+    let bad = mismatches(&enc, &cases, "hf_v5", &[], eos(&tok));
     assert!(
         bad.is_empty(),
         "{} hf_v5 mismatches:\n{}",
         bad.len(),
         bad.join("\n")
     );
-    check_structure(&enc, &cases, "hf_slow");
+    check_structure(&enc, &cases, "hf_slow", eos(&tok));
     println!("hf_v5: all {} cases match", cases.len());
 }
 
@@ -212,7 +216,7 @@ fn hf_v5_pad_bang_from_vocab_and_merges() {
     assert_eq!(tok.source(), TokenizerSource::VocabMerges);
     assert_eq!(tok.special_ids().pad, 0);
     let enc = encode_all(&tok, &cases);
-    let bad = mismatches(&enc, &cases, "hf_v5_pad_bang", &[]);
+    let bad = mismatches(&enc, &cases, "hf_v5_pad_bang", &[], eos(&tok));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         bad.is_empty(),
@@ -220,7 +224,7 @@ fn hf_v5_pad_bang_from_vocab_and_merges() {
         bad.len(),
         bad.join("\n")
     );
-    check_structure(&enc, &cases, "hf_slow_pad_bang");
+    check_structure(&enc, &cases, "hf_slow_pad_bang", eos(&tok));
     println!("hf_v5_pad_bang: all {} cases match", cases.len());
 }
 
@@ -232,7 +236,7 @@ fn unclip_tiny_tokenizer_folder_loads_as_pad_bang() {
     assert_eq!(tok.source(), TokenizerSource::VocabMerges);
     assert_eq!(tok.special_ids().pad, 0);
     let enc = encode_all(&tok, &cases);
-    let bad = mismatches(&enc, &cases, "hf_v5_pad_bang", &[]);
+    let bad = mismatches(&enc, &cases, "hf_v5_pad_bang", &[], eos(&tok));
     assert!(
         bad.is_empty(),
         "{} mismatches:\n{}",
@@ -312,7 +316,7 @@ fn ftfy_clean_matches_hf_slow() {
     let skip = not_covered(&cases);
     let tok = load(&unclip_testkit::fixture_dir("tokenizer"), CleanMode::Ftfy);
     let enc = encode_all(&tok, &cases);
-    let bad = mismatches(&enc, &cases, "hf_slow", &skip);
+    let bad = mismatches(&enc, &cases, "hf_slow", &skip, eos(&tok));
     assert!(
         bad.is_empty(),
         "{} hf_slow mismatches:\n{}",
@@ -329,7 +333,7 @@ fn ftfy_clean_matches_hf_slow_pad_bang() {
     let dir = pad_bang_dir();
     let tok = load(&dir, CleanMode::Ftfy);
     let enc = encode_all(&tok, &cases);
-    let bad = mismatches(&enc, &cases, "hf_slow_pad_bang", &skip);
+    let bad = mismatches(&enc, &cases, "hf_slow_pad_bang", &skip, eos(&tok));
     let _ = std::fs::remove_dir_all(&dir);
     assert!(
         bad.is_empty(),
@@ -364,13 +368,14 @@ fn open_clip_clean_matches_open_clip() {
         CleanMode::OpenClip,
     );
     let enc = encode_all(&tok, &cases);
+    let eos = eos(&tok);
     let mut bad = Vec::new();
     for (i, case) in cases.iter().enumerate() {
         if skip.contains(&case.id) {
             continue;
         }
         // open_clip pads with 0; compare the real tokens.
-        let want = up_to_eot(&ids_of(case, "open_clip"), 49407);
+        let want = up_to_eot(&ids_of(case, "open_clip"), eos);
         let got = &enc.ids[i][..enc.eot_positions[i] + 1];
         if got != want.as_slice() {
             bad.push(format!(
