@@ -13,12 +13,16 @@
 
 mod config;
 mod encoder;
+mod error;
+mod preprocess;
 mod load;
 mod model;
 mod text;
 mod vision;
 
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
+pub use error::ClipError;
+pub use preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeBackend, Rgb8, SizeSpec};
 pub use encoder::{ClipAttention, ClipEncoder, ClipEncoderLayer, ClipMlp};
 pub use load::HF_CLIP_KEYS;
 pub use model::{ClipModel, ClipOutput, contrastive_loss, l2_normalize};

@@ -102,26 +102,48 @@ fn enum_field<T: Copy>(
             .iter()
             .find(|(name, _)| name == s)
             .map(|(_, v)| *v)
-            .ok_or_else(|| ConfigError::Unsupported { field, value: format!("{s:?}"), supported }),
-        Some(other) => Err(ConfigError::Unsupported { field, value: other.to_string(), supported }),
-    }
-}
-
-fn f64_field(map: &Map<String, Value>, field: &'static str, default: f64) -> Result<f64, ConfigError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(default),
-        Some(v) => v.as_f64().filter(|x| x.is_finite()).ok_or_else(|| ConfigError::Invalid {
+            .ok_or_else(|| ConfigError::Unsupported {
+                field,
+                value: format!("{s:?}"),
+                supported,
+            }),
+        Some(other) => Err(ConfigError::Unsupported {
             field,
-            message: format!("expected a finite number, found {v}"),
+            value: other.to_string(),
+            supported,
         }),
     }
 }
 
-fn bool_field(map: &Map<String, Value>, field: &'static str, default: bool) -> Result<bool, ConfigError> {
+fn f64_field(
+    map: &Map<String, Value>,
+    field: &'static str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => v
+            .as_f64()
+            .filter(|x| x.is_finite())
+            .ok_or_else(|| ConfigError::Invalid {
+                field,
+                message: format!("expected a finite number, found {v}"),
+            }),
+    }
+}
+
+fn bool_field(
+    map: &Map<String, Value>,
+    field: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
     match map.get(field) {
         None | Some(Value::Null) => Ok(default),
         Some(Value::Bool(b)) => Ok(*b),
-        Some(v) => Err(ConfigError::Invalid { field, message: format!("expected true or false, found {v}") }),
+        Some(v) => Err(ConfigError::Invalid {
+            field,
+            message: format!("expected true or false, found {v}"),
+        }),
     }
 }
 
@@ -173,7 +195,10 @@ impl SchedulerConfig {
             map,
             "variance_type",
             d.variance_type,
-            &[("fixed_small_log", VarianceType::FixedSmallLog), ("learned_range", VarianceType::LearnedRange)],
+            &[
+                ("fixed_small_log", VarianceType::FixedSmallLog),
+                ("learned_range", VarianceType::LearnedRange),
+            ],
             "\"fixed_small_log\", \"learned_range\"",
         )?;
         let prediction_type = enum_field(
@@ -198,7 +223,11 @@ impl SchedulerConfig {
             });
         }
         let thresholding = bool_field(map, "thresholding", d.thresholding)?;
-        let ratio = f64_field(map, "dynamic_thresholding_ratio", d.dynamic_thresholding_ratio as f64)?;
+        let ratio = f64_field(
+            map,
+            "dynamic_thresholding_ratio",
+            d.dynamic_thresholding_ratio as f64,
+        )?;
         if !(0.0..=1.0).contains(&ratio) {
             return Err(ConfigError::Invalid {
                 field: "dynamic_thresholding_ratio",
@@ -209,7 +238,9 @@ impl SchedulerConfig {
         if sample_max_value < 1.0 {
             return Err(ConfigError::Invalid {
                 field: "sample_max_value",
-                message: format!("must be >= 1 (the threshold is clamped to [1, sample_max_value]), found {sample_max_value}"),
+                message: format!(
+                    "must be >= 1 (the threshold is clamped to [1, sample_max_value]), found {sample_max_value}"
+                ),
             });
         }
         match map.get("trained_betas") {
@@ -222,12 +253,16 @@ impl SchedulerConfig {
                 });
             }
         }
-        if matches!(beta_schedule, BetaSchedule::Linear | BetaSchedule::ScaledLinear)
-            && !(beta_start > 0.0 && beta_end > beta_start && beta_end < 1.0)
+        if matches!(
+            beta_schedule,
+            BetaSchedule::Linear | BetaSchedule::ScaledLinear
+        ) && !(beta_start > 0.0 && beta_end > beta_start && beta_end < 1.0)
         {
             return Err(ConfigError::Invalid {
                 field: "beta_end",
-                message: format!("linear schedules need 0 < beta_start < beta_end < 1, found {beta_start}, {beta_end}"),
+                message: format!(
+                    "linear schedules need 0 < beta_start < beta_end < 1, found {beta_start}, {beta_end}"
+                ),
             });
         }
         Ok(SchedulerConfig {
@@ -255,7 +290,10 @@ impl SchedulerConfig {
             path = path.join("scheduler_config.json");
         }
         let value: Value = unclip_nn::read_json(&path)?;
-        Self::from_json_value(&value).map_err(|e| LoadError::UnsupportedConfig { path, message: e.to_string() })
+        Self::from_json_value(&value).map_err(|e| LoadError::UnsupportedConfig {
+            path,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -289,8 +327,14 @@ mod tests {
             let err = SchedulerConfig::from_json_str(json).unwrap_err();
             assert!(err.to_string().contains(field), "{err}");
         }
-        assert!(matches!(SchedulerConfig::from_json_str("[1]"), Err(ConfigError::NotAnObject)));
-        assert!(matches!(SchedulerConfig::from_json_str("{"), Err(ConfigError::Json(_))));
+        assert!(matches!(
+            SchedulerConfig::from_json_str("[1]"),
+            Err(ConfigError::NotAnObject)
+        ));
+        assert!(matches!(
+            SchedulerConfig::from_json_str("{"),
+            Err(ConfigError::Json(_))
+        ));
     }
 
     #[test]

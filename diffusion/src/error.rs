@@ -12,9 +12,16 @@ pub enum ConfigError {
     #[error("scheduler config is not a JSON object")]
     NotAnObject,
     #[error("scheduler config field `{field}`: unsupported value {value}; supported: {supported}")]
-    Unsupported { field: &'static str, value: String, supported: &'static str },
+    Unsupported {
+        field: &'static str,
+        value: String,
+        supported: &'static str,
+    },
     #[error("scheduler config field `{field}`: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
 }
 
 /// Everything that can go wrong in scheduling, sampling and loss computation.
@@ -33,11 +40,18 @@ pub enum DiffusionError {
     #[error("set_timesteps({requested}): more inference steps than the {train} training timesteps")]
     TooManyInferenceSteps { requested: usize, train: usize },
     #[error("timestep {t} is outside the training schedule 0..{num_train_timesteps}")]
-    TimestepOutOfRange { t: usize, num_train_timesteps: usize },
+    TimestepOutOfRange {
+        t: usize,
+        num_train_timesteps: usize,
+    },
     #[error("prev_timestep {prev} must be smaller than the current timestep {t}")]
     InvalidPrevTimestep { t: usize, prev: usize },
     #[error("{what}: shape {found:?} does not fit: expected {expected}")]
-    ShapeMismatch { what: &'static str, found: Vec<usize>, expected: String },
+    ShapeMismatch {
+        what: &'static str,
+        found: Vec<usize>,
+        expected: String,
+    },
     #[error("{what}: {message}")]
     InvalidArgument { what: &'static str, message: String },
 }

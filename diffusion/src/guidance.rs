@@ -27,7 +27,7 @@ pub fn classifier_free_guidance<const D: usize>(
     sample_channels: Option<usize>,
 ) -> Result<Tensor<D>, DiffusionError> {
     let dims = model_output.dims();
-    if D == 0 || dims[0] == 0 || dims[0] % 2 != 0 {
+    if D == 0 || dims[0] == 0 || !dims[0].is_multiple_of(2) {
         return Err(DiffusionError::ShapeMismatch {
             what: "classifier_free_guidance model_output",
             found: dims.to_vec(),

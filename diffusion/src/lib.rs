@@ -27,4 +27,6 @@ pub use guidance::classifier_free_guidance;
 pub use loss::{HybridLossConfig, LossTerms, T0Likelihood, TrainingObjective, sample_timesteps};
 pub use noise::{NoiseError, NoiseSource, RecordingNoise, ReplayNoise, SeededNoise, randn};
 pub use schedule::{NoiseSchedule, Posterior, cosine_betas};
-pub use scheduler::{StepCoefficients, StepOutput, UnCLIPScheduler, dynamic_threshold, unclip_timesteps};
+pub use scheduler::{
+    Sampler, StepCoefficients, StepOutput, UnCLIPScheduler, dynamic_threshold, unclip_timesteps,
+};

@@ -22,14 +22,20 @@ use crate::schedule::{NoiseSchedule, per_sample, same_shape};
 
 /// `batch` timesteps drawn uniformly from `0..num_train_timesteps` (unbiased rejection
 /// sampling on `next_u64`, so a seeded generator gives the same timesteps everywhere).
-pub fn sample_timesteps<R: Rng + ?Sized>(rng: &mut R, batch: usize, num_train_timesteps: usize) -> Vec<usize> {
+pub fn sample_timesteps<R: Rng + ?Sized>(
+    rng: &mut R,
+    batch: usize,
+    num_train_timesteps: usize,
+) -> Vec<usize> {
     let n = num_train_timesteps.max(1) as u64;
     let zone = u64::MAX - (u64::MAX % n);
     (0..batch)
-        .map(|_| loop {
-            let x = rng.next_u64();
-            if x < zone {
-                break (x % n) as usize;
+        .map(|_| {
+            loop {
+                let x = rng.next_u64();
+                if x < zone {
+                    break (x % n) as usize;
+                }
             }
         })
         .collect()
@@ -65,7 +71,11 @@ pub fn normal_kl<const D: usize>(
 /// `0.5 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`: the CDF approximation of improved DDPM.
 fn approx_standard_normal_cdf<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let k = (2.0 / std::f32::consts::PI).sqrt();
-    (x.clone() + x.powi_scalar(3).mul_scalar(0.044715)).mul_scalar(k).tanh().add_scalar(1.0).mul_scalar(0.5)
+    (x.clone() + x.powi_scalar(3).mul_scalar(0.044715))
+        .mul_scalar(k)
+        .tanh()
+        .add_scalar(1.0)
+        .mul_scalar(0.5)
 }
 
 /// Elementwise log-likelihood (nats) of data `x` in [-1, 1] quantised to 256 levels under
@@ -77,7 +87,8 @@ pub fn discretized_gaussian_log_likelihood<const D: usize>(
 ) -> Tensor<D> {
     let centered = x.clone() - means;
     let inv_stdv = log_scales.neg().exp();
-    let cdf_plus = approx_standard_normal_cdf(centered.clone().add_scalar(1.0 / 255.0) * inv_stdv.clone());
+    let cdf_plus =
+        approx_standard_normal_cdf(centered.clone().add_scalar(1.0 / 255.0) * inv_stdv.clone());
     let cdf_min = approx_standard_normal_cdf(centered.add_scalar(-1.0 / 255.0) * inv_stdv);
     let log_cdf_plus = cdf_plus.clone().clamp_min(1e-12).log();
     let log_one_minus_cdf_min = cdf_min.clone().neg().add_scalar(1.0).clamp_min(1e-12).log();
@@ -88,9 +99,15 @@ pub fn discretized_gaussian_log_likelihood<const D: usize>(
 }
 
 /// Elementwise continuous Gaussian log-likelihood (nats).
-pub fn gaussian_log_likelihood<const D: usize>(x: Tensor<D>, means: Tensor<D>, log_var: Tensor<D>) -> Tensor<D> {
+pub fn gaussian_log_likelihood<const D: usize>(
+    x: Tensor<D>,
+    means: Tensor<D>,
+    log_var: Tensor<D>,
+) -> Tensor<D> {
     let ln_2pi = (2.0 * std::f32::consts::PI).ln();
-    ((x - means).square() * log_var.clone().neg().exp() + log_var).add_scalar(ln_2pi).mul_scalar(-0.5)
+    ((x - means).square() * log_var.clone().neg().exp() + log_var)
+        .add_scalar(ln_2pi)
+        .mul_scalar(-0.5)
 }
 
 /// The likelihood term of the VLB at `t = 0`.
@@ -113,7 +130,10 @@ pub struct HybridLossConfig {
 
 impl Default for HybridLossConfig {
     fn default() -> Self {
-        HybridLossConfig { lambda: 0.001, t0_likelihood: T0Likelihood::DiscretizedGaussian }
+        HybridLossConfig {
+            lambda: 0.001,
+            t0_likelihood: T0Likelihood::DiscretizedGaussian,
+        }
     }
 }
 
@@ -147,18 +167,28 @@ pub fn vlb_terms<const D: usize>(
 ) -> Result<Tensor<1>, DiffusionError> {
     same_shape("variance_values", &variance_values, &x0)?;
     let device = x0.device();
-    let (true_mean, true_log_var) = schedule.posterior_mean_log_variance(x0.clone(), x_t.clone(), timesteps)?;
-    let (x0_pred, _) = schedule.to_x0_eps(prediction_type, prediction.detach(), x_t.clone(), timesteps)?;
+    let (true_mean, true_log_var) =
+        schedule.posterior_mean_log_variance(x0.clone(), x_t.clone(), timesteps)?;
+    let (x0_pred, _) =
+        schedule.to_x0_eps(prediction_type, prediction.detach(), x_t.clone(), timesteps)?;
     let (model_mean, _) = schedule.posterior_mean_log_variance(x0_pred, x_t, timesteps)?;
     let post: Vec<_> = timesteps.iter().map(|&t| schedule.posterior(t)).collect();
-    let min_log: Tensor<D> = per_sample(post.iter().map(|p| p.log_variance_clipped).collect(), &device);
+    let min_log: Tensor<D> = per_sample(
+        post.iter().map(|p| p.log_variance_clipped).collect(),
+        &device,
+    );
     let max_log: Tensor<D> = per_sample(post.iter().map(|p| p.log_beta).collect(), &device);
     let frac = variance_values.add_scalar(1.0).mul_scalar(0.5);
     let model_log_var = frac.clone() * max_log + frac.neg().add_scalar(1.0) * min_log;
 
     let ln2 = std::f32::consts::LN_2;
-    let kl = mean_per_sample(normal_kl(true_mean, true_log_var, model_mean.clone(), model_log_var.clone()))
-        .div_scalar(ln2);
+    let kl = mean_per_sample(normal_kl(
+        true_mean,
+        true_log_var,
+        model_mean.clone(),
+        model_log_var.clone(),
+    ))
+    .div_scalar(ln2);
     let nll = match t0_likelihood {
         T0Likelihood::DiscretizedGaussian => {
             discretized_gaussian_log_likelihood(x0, model_mean, model_log_var.mul_scalar(0.5))
@@ -166,7 +196,13 @@ pub fn vlb_terms<const D: usize>(
         T0Likelihood::Gaussian => gaussian_log_likelihood(x0, model_mean, model_log_var),
     };
     let nll = mean_per_sample(nll).neg().div_scalar(ln2);
-    let is_t0: Tensor<1> = per_sample(timesteps.iter().map(|&t| if t == 0 { 1.0 } else { 0.0 }).collect(), &device);
+    let is_t0: Tensor<1> = per_sample(
+        timesteps
+            .iter()
+            .map(|&t| if t == 0 { 1.0 } else { 0.0 })
+            .collect(),
+        &device,
+    );
     Ok(nll * is_t0.clone() + kl * is_t0.neg().add_scalar(1.0))
 }
 
@@ -251,21 +287,29 @@ impl TrainingObjective {
         x_t: Tensor<D>,
         timesteps: &[usize],
     ) -> Result<LossTerms, DiffusionError> {
-        let target = self.schedule.target(self.prediction_type, x0.clone(), noise, timesteps)?;
+        let target = self
+            .schedule
+            .target(self.prediction_type, x0.clone(), noise, timesteps)?;
         let dims = x0.dims();
         let out = model_output.dims();
         match self.variance_type {
             VarianceType::FixedSmallLog => {
                 same_shape("model_output", &model_output, &x0)?;
                 let mse = mse(model_output, target);
-                Ok(LossTerms { loss: mse.clone(), mse, vlb: None })
+                Ok(LossTerms {
+                    loss: mse.clone(),
+                    mse,
+                    vlb: None,
+                })
             }
             VarianceType::LearnedRange => {
                 if D < 2 || out[0] != dims[0] || out[1] != 2 * dims[1] || out[2..] != dims[2..] {
                     return Err(DiffusionError::ShapeMismatch {
                         what: "model_output",
                         found: out.to_vec(),
-                        expected: format!("{dims:?} with twice the channels (learned_range variance)"),
+                        expected: format!(
+                            "{dims:?} with twice the channels (learned_range variance)"
+                        ),
                     });
                 }
                 let c = dims[1];
@@ -285,7 +329,11 @@ impl TrainingObjective {
                 .mean();
                 let weight = self.hybrid.lambda * self.schedule.num_train_timesteps() as f32;
                 let loss = mse.clone() + vlb.clone().mul_scalar(weight);
-                Ok(LossTerms { loss, mse, vlb: Some(vlb) })
+                Ok(LossTerms {
+                    loss,
+                    mse,
+                    vlb: Some(vlb),
+                })
             }
         }
     }

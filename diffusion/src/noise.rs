@@ -14,10 +14,22 @@ use rand::{Rng, SeedableRng};
 /// A noise draw that could not be served.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum NoiseError {
-    #[error("replay noise exhausted: draw #{index} (shape {requested:?}) requested, but only {recorded} tensors were recorded")]
-    Exhausted { index: usize, requested: Vec<usize>, recorded: usize },
-    #[error("replay noise draw #{index}: shape {requested:?} requested, but the recorded tensor has shape {recorded:?}")]
-    ShapeMismatch { index: usize, requested: Vec<usize>, recorded: Vec<usize> },
+    #[error(
+        "replay noise exhausted: draw #{index} (shape {requested:?}) requested, but only {recorded} tensors were recorded"
+    )]
+    Exhausted {
+        index: usize,
+        requested: Vec<usize>,
+        recorded: usize,
+    },
+    #[error(
+        "replay noise draw #{index}: shape {requested:?} requested, but the recorded tensor has shape {recorded:?}"
+    )]
+    ShapeMismatch {
+        index: usize,
+        requested: Vec<usize>,
+        recorded: Vec<usize>,
+    },
     #[error("recorded noise tensor: {len} values do not fill shape {shape:?}")]
     BadRecording { shape: Vec<usize>, len: usize },
 }
@@ -31,7 +43,11 @@ pub trait NoiseSource {
     fn randn_host(&mut self, shape: &[usize]) -> Result<Vec<f32>, NoiseError>;
 
     /// A `Tensor<D>` of shape `shape` on `device`.
-    fn randn<const D: usize>(&mut self, shape: [usize; D], device: &Device) -> Result<Tensor<D>, NoiseError>
+    fn randn<const D: usize>(
+        &mut self,
+        shape: [usize; D],
+        device: &Device,
+    ) -> Result<Tensor<D>, NoiseError>
     where
         Self: Sized,
     {
@@ -83,7 +99,10 @@ pub struct SeededNoise {
 
 impl SeededNoise {
     pub fn new(seed: u64) -> Self {
-        SeededNoise { rng: ChaCha12Rng::seed_from_u64(seed), seed }
+        SeededNoise {
+            rng: ChaCha12Rng::seed_from_u64(seed),
+            seed,
+        }
     }
 
     /// The seed this source started from.
@@ -149,7 +168,10 @@ impl ReplayNoise {
     /// Appends a recorded tensor (`values` row-major, `prod(shape)` of them).
     pub fn push(&mut self, shape: Vec<usize>, values: Vec<f32>) -> Result<(), NoiseError> {
         if shape.iter().product::<usize>() != values.len() {
-            return Err(NoiseError::BadRecording { shape, len: values.len() });
+            return Err(NoiseError::BadRecording {
+                shape,
+                len: values.len(),
+            });
         }
         self.queue.push_back((shape, values));
         Ok(())
@@ -158,7 +180,10 @@ impl ReplayNoise {
     /// Appends a recorded tensor read back from a device.
     pub fn push_tensor<const D: usize>(&mut self, tensor: Tensor<D>) -> Result<(), NoiseError> {
         let shape = tensor.dims().to_vec();
-        let values = tensor.into_data().try_into_vec_as::<f32>().unwrap_or_default();
+        let values = tensor
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .unwrap_or_default();
         self.push(shape, values)
     }
 
@@ -188,7 +213,11 @@ impl NoiseSource for ReplayNoise {
     fn randn_host(&mut self, shape: &[usize]) -> Result<Vec<f32>, NoiseError> {
         let index = self.served;
         let Some((recorded, _)) = self.queue.front() else {
-            return Err(NoiseError::Exhausted { index, requested: shape.to_vec(), recorded: index });
+            return Err(NoiseError::Exhausted {
+                index,
+                requested: shape.to_vec(),
+                recorded: index,
+            });
         };
         if recorded.as_slice() != shape {
             return Err(NoiseError::ShapeMismatch {
@@ -212,7 +241,10 @@ pub struct RecordingNoise<N> {
 
 impl<N: NoiseSource> RecordingNoise<N> {
     pub fn new(inner: N) -> Self {
-        RecordingNoise { inner, recorded: Vec::new() }
+        RecordingNoise {
+            inner,
+            recorded: Vec::new(),
+        }
     }
 
     /// The draws so far, `(shape, values)` in order.
@@ -222,7 +254,10 @@ impl<N: NoiseSource> RecordingNoise<N> {
 
     /// A replay of everything drawn so far.
     pub fn replay(&self) -> ReplayNoise {
-        ReplayNoise { queue: self.recorded.iter().cloned().collect(), served: 0 }
+        ReplayNoise {
+            queue: self.recorded.iter().cloned().collect(),
+            served: 0,
+        }
     }
 
     pub fn into_inner(self) -> N {
@@ -276,11 +311,20 @@ mod tests {
         let mut r = ReplayNoise::new();
         r.push(vec![2], vec![1.0, 2.0]).unwrap();
         r.push(vec![1, 1], vec![3.0]).unwrap();
-        assert!(matches!(r.push(vec![2, 2], vec![0.0]), Err(NoiseError::BadRecording { .. })));
-        assert!(matches!(r.randn_host(&[1]), Err(NoiseError::ShapeMismatch { index: 0, .. })));
+        assert!(matches!(
+            r.push(vec![2, 2], vec![0.0]),
+            Err(NoiseError::BadRecording { .. })
+        ));
+        assert!(matches!(
+            r.randn_host(&[1]),
+            Err(NoiseError::ShapeMismatch { index: 0, .. })
+        ));
         assert_eq!(r.randn_host(&[2]).unwrap(), vec![1.0, 2.0]);
         assert_eq!(r.randn_host(&[1, 1]).unwrap(), vec![3.0]);
-        assert!(matches!(r.randn_host(&[1]), Err(NoiseError::Exhausted { index: 2, .. })));
+        assert!(matches!(
+            r.randn_host(&[1]),
+            Err(NoiseError::Exhausted { index: 2, .. })
+        ));
         assert_eq!(r.remaining(), 0);
     }
 

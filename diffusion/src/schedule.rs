@@ -44,7 +44,13 @@ fn linspace_f32(start: f64, end: f64, steps: usize) -> Vec<f32> {
     let step = (e - s) / (steps - 1) as f32;
     let half = steps / 2;
     (0..steps)
-        .map(|i| if i < half { s + step * i as f32 } else { e - step * (steps - i - 1) as f32 })
+        .map(|i| {
+            if i < half {
+                s + step * i as f32
+            } else {
+                e - step * (steps - i - 1) as f32
+            }
+        })
         .collect()
 }
 
@@ -63,10 +69,12 @@ impl NoiseSchedule {
         let betas = match config.beta_schedule {
             BetaSchedule::SquaredcosCapV2 => cosine_betas(t, 0.999),
             BetaSchedule::Linear => linspace_f32(config.beta_start, config.beta_end, t),
-            BetaSchedule::ScaledLinear => linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), t)
-                .into_iter()
-                .map(|b| b * b)
-                .collect(),
+            BetaSchedule::ScaledLinear => {
+                linspace_f32(config.beta_start.sqrt(), config.beta_end.sqrt(), t)
+                    .into_iter()
+                    .map(|b| b * b)
+                    .collect()
+            }
         };
         Self::from_betas(betas)
     }
@@ -83,7 +91,11 @@ impl NoiseSchedule {
                 acc as f32
             })
             .collect();
-        NoiseSchedule { betas, alphas, alphas_cumprod }
+        NoiseSchedule {
+            betas,
+            alphas,
+            alphas_cumprod,
+        }
     }
 
     /// `T`.
@@ -108,13 +120,20 @@ impl NoiseSchedule {
 
     /// `alpha_bar_t`, and 1 for `t < 0` (the clean sample).
     pub fn alpha_bar(&self, t: i64) -> f32 {
-        if t < 0 { 1.0 } else { self.alphas_cumprod[t as usize] }
+        if t < 0 {
+            1.0
+        } else {
+            self.alphas_cumprod[t as usize]
+        }
     }
 
     pub(crate) fn check_timesteps(&self, timesteps: &[usize]) -> Result<(), DiffusionError> {
         let n = self.num_train_timesteps();
         match timesteps.iter().find(|&&t| t >= n) {
-            Some(&t) => Err(DiffusionError::TimestepOutOfRange { t, num_train_timesteps: n }),
+            Some(&t) => Err(DiffusionError::TimestepOutOfRange {
+                t,
+                num_train_timesteps: n,
+            }),
             None => Ok(()),
         }
     }
@@ -142,7 +161,13 @@ impl NoiseSchedule {
         device: &Device,
         f: impl Fn(f32, usize) -> f32,
     ) -> Tensor<D> {
-        per_sample(timesteps.iter().map(|&t| f(self.alphas_cumprod[t], t)).collect(), device)
+        per_sample(
+            timesteps
+                .iter()
+                .map(|&t| f(self.alphas_cumprod[t], t))
+                .collect(),
+            device,
+        )
     }
 
     /// Forward process `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise` (diffusers `add_noise`).
@@ -166,7 +191,11 @@ impl NoiseSchedule {
     /// (the full schedule, `t-1` the previous step).
     pub fn posterior(&self, t: usize) -> Posterior {
         let a_bar = self.alphas_cumprod[t] as f64;
-        let a_bar_prev = if t == 0 { 1.0 } else { self.alphas_cumprod[t - 1] as f64 };
+        let a_bar_prev = if t == 0 {
+            1.0
+        } else {
+            self.alphas_cumprod[t - 1] as f64
+        };
         let beta = self.betas[t] as f64;
         let alpha = self.alphas[t] as f64;
         let variance = beta * (1.0 - a_bar_prev) / (1.0 - a_bar);

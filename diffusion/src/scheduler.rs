@@ -21,6 +21,15 @@ pub struct StepOutput<const D: usize> {
     pub pred_original_sample: Tensor<D>,
 }
 
+/// Which reverse update [`UnCLIPScheduler::denoise`] applies.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Sampler {
+    /// [`UnCLIPScheduler::step`]: Karlo's ancestral (DDPM-style) step.
+    Ancestral,
+    /// [`UnCLIPScheduler::ddim_step`] with this `eta` (0: deterministic).
+    Ddim { eta: f32 },
+}
+
 /// The scalars of one step from `t` to `prev_timestep` (f32, as torch computes them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepCoefficients {
@@ -78,7 +87,11 @@ impl UnCLIPScheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         let schedule = NoiseSchedule::from_config(&config);
         let timesteps = (0..config.num_train_timesteps).rev().collect();
-        UnCLIPScheduler { config, schedule, timesteps }
+        UnCLIPScheduler {
+            config,
+            schedule,
+            timesteps,
+        }
     }
 
     /// Reads `scheduler_config.json` (file or folder).
@@ -115,7 +128,9 @@ impl UnCLIPScheduler {
     /// `timestep` / `prev_timestep` arguments the Karlo pipeline passes to [`step`](Self::step).
     pub fn timestep_pairs(&self) -> Vec<(usize, Option<usize>)> {
         let ts = &self.timesteps;
-        (0..ts.len()).map(|i| (ts[i], ts.get(i + 1).copied())).collect()
+        (0..ts.len())
+            .map(|i| (ts[i], ts.get(i + 1).copied()))
+            .collect()
     }
 
     /// The scalars of a step from `t` to `prev_timestep` (`None`: `t - 1`).
@@ -126,7 +141,10 @@ impl UnCLIPScheduler {
     ) -> Result<StepCoefficients, DiffusionError> {
         let n = self.schedule.num_train_timesteps();
         if t >= n {
-            return Err(DiffusionError::TimestepOutOfRange { t, num_train_timesteps: n });
+            return Err(DiffusionError::TimestepOutOfRange {
+                t,
+                num_train_timesteps: n,
+            });
         }
         if let Some(prev) = prev_timestep
             && prev >= t
@@ -173,17 +191,16 @@ impl UnCLIPScheduler {
         if mo == s {
             return Ok((model_output, None));
         }
-        let doubled = D >= 2
-            && mo[0] == s[0]
-            && mo[1] == 2 * s[1]
-            && mo[2..] == s[2..];
+        let doubled = D >= 2 && mo[0] == s[0] && mo[1] == 2 * s[1] && mo[2..] == s[2..];
         if doubled {
             let c = s[1];
             let pred = model_output.clone().narrow(1, 0, c);
             let var = model_output.narrow(1, c, c);
             return Ok((pred, Some(var)));
         }
-        Err(mismatch(format!("the sample's shape {s:?}, or twice its channels (learned variance)")))
+        Err(mismatch(format!(
+            "the sample's shape {s:?}, or twice its channels (learned variance)"
+        )))
     }
 
     fn check_sample<const D: usize>(sample: &Tensor<D>) -> Result<(), DiffusionError> {
@@ -200,7 +217,11 @@ impl UnCLIPScheduler {
     /// Clips (`clip_sample`) or dynamically thresholds (`thresholding`) a predicted x0.
     fn clip_x0<const D: usize>(&self, x0: Tensor<D>) -> Result<Tensor<D>, DiffusionError> {
         if self.config.thresholding {
-            dynamic_threshold(x0, self.config.dynamic_thresholding_ratio, self.config.sample_max_value)
+            dynamic_threshold(
+                x0,
+                self.config.dynamic_thresholding_ratio,
+                self.config.sample_max_value,
+            )
         } else if self.config.clip_sample {
             let r = self.config.clip_sample_range;
             Ok(x0.clamp(-r, r))
@@ -249,7 +270,10 @@ impl UnCLIPScheduler {
                     return Err(DiffusionError::ShapeMismatch {
                         what: "model_output",
                         found: output_dims,
-                        expected: format!("the sample's shape {:?} (fixed_small_log has no variance channels)", sample.dims()),
+                        expected: format!(
+                            "the sample's shape {:?} (fixed_small_log has no variance channels)",
+                            sample.dims()
+                        ),
                     });
                 }
                 None
@@ -258,11 +282,14 @@ impl UnCLIPScheduler {
 
         // 2. predicted x0
         let pred_original_sample = match self.config.prediction_type {
-            PredictionType::Epsilon => (sample.clone() - model_output.mul_scalar(c.beta_prod_t.sqrt()))
-                .div_scalar(c.alpha_prod_t.sqrt()),
+            PredictionType::Epsilon => (sample.clone()
+                - model_output.mul_scalar(c.beta_prod_t.sqrt()))
+            .div_scalar(c.alpha_prod_t.sqrt()),
             PredictionType::Sample => model_output,
-            PredictionType::VPrediction => sample.clone().mul_scalar(c.alpha_prod_t.sqrt())
-                - model_output.mul_scalar(c.beta_prod_t.sqrt()),
+            PredictionType::VPrediction => {
+                sample.clone().mul_scalar(c.alpha_prod_t.sqrt())
+                    - model_output.mul_scalar(c.beta_prod_t.sqrt())
+            }
         };
         // 3. clip
         let pred_original_sample = self.clip_x0(pred_original_sample)?;
@@ -283,8 +310,8 @@ impl UnCLIPScheduler {
                     let min_log = variance.ln();
                     let max_log = c.beta.ln();
                     let frac = v.add_scalar(1.0).div_scalar(2.0);
-                    let log_var =
-                        frac.clone().mul_scalar(max_log) + frac.neg().add_scalar(1.0).mul_scalar(min_log);
+                    let log_var = frac.clone().mul_scalar(max_log)
+                        + frac.neg().add_scalar(1.0).mul_scalar(min_log);
                     log_var.mul_scalar(0.5).exp() * variance_noise
                 }
                 _ => {
@@ -294,7 +321,10 @@ impl UnCLIPScheduler {
             };
             prev_sample = prev_sample + scaled;
         }
-        Ok(StepOutput { prev_sample, pred_original_sample })
+        Ok(StepOutput {
+            prev_sample,
+            pred_original_sample,
+        })
     }
 
     /// One DDIM step `x_t -> x_{prev}` (diffusers `DDIMScheduler.step` with
@@ -326,16 +356,21 @@ impl UnCLIPScheduler {
             c.alpha_prod_t,
         );
         let x0 = self.clip_x0(x0)?;
-        let variance = (c.beta_prod_t_prev / c.beta_prod_t) * (1.0 - c.alpha_prod_t / c.alpha_prod_t_prev);
+        let variance =
+            (c.beta_prod_t_prev / c.beta_prod_t) * (1.0 - c.alpha_prod_t / c.alpha_prod_t_prev);
         let std = eta * variance.max(0.0).sqrt();
         let dir_coeff = (1.0 - c.alpha_prod_t_prev - std * std).max(0.0).sqrt();
-        let mut prev_sample = x0.clone().mul_scalar(c.alpha_prod_t_prev.sqrt()) + eps.mul_scalar(dir_coeff);
+        let mut prev_sample =
+            x0.clone().mul_scalar(c.alpha_prod_t_prev.sqrt()) + eps.mul_scalar(dir_coeff);
         if eta > 0.0 {
             let device = sample.device();
             let z: Tensor<D> = randn(noise, sample.dims(), &device)?;
             prev_sample = prev_sample + z.mul_scalar(std);
         }
-        Ok(StepOutput { prev_sample, pred_original_sample: x0 })
+        Ok(StepOutput {
+            prev_sample,
+            pred_original_sample: x0,
+        })
     }
 
     /// DDIM inversion (eta = 0): maps a clean `x0` `[B, C, ...]` to `x_T` by running the DDIM
@@ -347,14 +382,15 @@ impl UnCLIPScheduler {
     /// target timestep `t` with the current (less noisy) `x`; no clipping is applied. Sampling
     /// back with [`ddim_step`](Self::ddim_step) (eta 0, same timesteps) recovers `x0` up to the
     /// discretisation error of that approximation.
-    pub fn ddim_invert<const D: usize, F>(
+    pub fn ddim_invert<const D: usize, E, F>(
         &self,
         x0: Tensor<D>,
         timesteps: &[usize],
         mut model: F,
-    ) -> Result<Tensor<D>, DiffusionError>
+    ) -> Result<Tensor<D>, E>
     where
-        F: FnMut(Tensor<D>, usize) -> Result<Tensor<D>, DiffusionError>,
+        E: From<DiffusionError>,
+        F: FnMut(Tensor<D>, usize) -> Result<Tensor<D>, E>,
     {
         Self::check_sample(&x0)?;
         self.schedule.check_timesteps(timesteps)?;
@@ -362,18 +398,61 @@ impl UnCLIPScheduler {
             return Err(DiffusionError::InvalidArgument {
                 what: "ddim_invert timesteps",
                 message: "must be strictly descending (sampling order)".into(),
-            });
+            }
+            .into());
         }
         let mut x = x0;
         let mut alpha_cur = 1.0f32;
+        // x: [B, C, ...] at noise level alpha_cur (1: clean)
         for &t in timesteps.iter().rev() {
             let alpha_next = self.schedule.alphas_cumprod()[t];
             let output = model(x.clone(), t)?;
             let (output, _) = self.split_output(output, &x)?;
-            let (_, eps) = to_x0_eps_scalar(self.config.prediction_type, output, x.clone(), alpha_next);
-            let x0_pred = (x - eps.clone().mul_scalar((1.0 - alpha_cur).sqrt())).div_scalar(alpha_cur.sqrt());
+            let (_, eps) =
+                to_x0_eps_scalar(self.config.prediction_type, output, x.clone(), alpha_next);
+            let x0_pred =
+                (x - eps.clone().mul_scalar((1.0 - alpha_cur).sqrt())).div_scalar(alpha_cur.sqrt());
             x = x0_pred.mul_scalar(alpha_next.sqrt()) + eps.mul_scalar((1.0 - alpha_next).sqrt());
             alpha_cur = alpha_next;
+        }
+        Ok(x)
+    }
+
+    /// `x_t = sqrt(a_t) x0 + sqrt(1 - a_t) noise` per sample (diffusers `add_noise`);
+    /// `x0`, `noise`: `[B, ...]`, `timesteps`: `B` values.
+    pub fn add_noise<const D: usize>(
+        &self,
+        x0: Tensor<D>,
+        noise: Tensor<D>,
+        timesteps: &[usize],
+    ) -> Result<Tensor<D>, DiffusionError> {
+        self.schedule.q_sample(x0, noise, timesteps)
+    }
+
+    /// Runs the whole reverse process over the current [`timesteps`](Self::timesteps) from
+    /// `x_T` `[B, C, ...]`: `model(x_t, t)` gives the (already guided) model output, `sampler`
+    /// picks [`step`](Self::step) (ancestral, Karlo) or [`ddim_step`](Self::ddim_step).
+    /// With `set_timesteps(T)` the ancestral sampler is plain DDPM over the full schedule.
+    pub fn denoise<const D: usize, E, F, N>(
+        &self,
+        x_t: Tensor<D>,
+        sampler: Sampler,
+        noise: &mut N,
+        mut model: F,
+    ) -> Result<Tensor<D>, E>
+    where
+        E: From<DiffusionError>,
+        F: FnMut(Tensor<D>, usize) -> Result<Tensor<D>, E>,
+        N: NoiseSource + ?Sized,
+    {
+        let mut x = x_t;
+        for (t, prev) in self.timestep_pairs() {
+            let output = model(x.clone(), t)?;
+            x = match sampler {
+                Sampler::Ancestral => self.step(output, t, x, prev, noise)?,
+                Sampler::Ddim { eta } => self.ddim_step(output, t, x, prev, eta, noise)?,
+            }
+            .prev_sample;
         }
         Ok(x)
     }
@@ -411,7 +490,9 @@ pub fn unclip_timesteps(
     num_inference_steps: usize,
 ) -> Result<Vec<usize>, DiffusionError> {
     if num_inference_steps < 2 {
-        return Err(DiffusionError::TooFewInferenceSteps { requested: num_inference_steps });
+        return Err(DiffusionError::TooFewInferenceSteps {
+            requested: num_inference_steps,
+        });
     }
     if num_inference_steps > num_train_timesteps {
         return Err(DiffusionError::TooManyInferenceSteps {
@@ -420,7 +501,10 @@ pub fn unclip_timesteps(
         });
     }
     let ratio = (num_train_timesteps - 1) as f64 / (num_inference_steps - 1) as f64;
-    Ok((0..num_inference_steps).rev().map(|i| (i as f64 * ratio).round_ties_even() as usize).collect())
+    Ok((0..num_inference_steps)
+        .rev()
+        .map(|i| (i as f64 * ratio).round_ties_even() as usize)
+        .collect())
 }
 
 /// Imagen's dynamic thresholding of a predicted x0 `[B, ...]`: per sample,
@@ -433,10 +517,13 @@ pub fn dynamic_threshold<const D: usize>(
 ) -> Result<Tensor<D>, DiffusionError> {
     let dims = x0.dims();
     let device: Device = x0.device();
-    let mut values: Vec<f32> = x0
-        .into_data()
-        .try_into_vec_as::<f32>()
-        .map_err(|e| DiffusionError::InvalidArgument { what: "dynamic_threshold", message: format!("{e:?}") })?;
+    let mut values: Vec<f32> =
+        x0.into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| DiffusionError::InvalidArgument {
+                what: "dynamic_threshold",
+                message: format!("{e:?}"),
+            })?;
     let b = dims.first().copied().unwrap_or(1).max(1);
     let row = values.len() / b;
     if row == 0 {
@@ -469,11 +556,26 @@ mod tests {
     fn timesteps_match_numpy_rounding() {
         assert_eq!(unclip_timesteps(1000, 2).unwrap(), vec![999, 0]);
         assert_eq!(unclip_timesteps(1000, 4).unwrap(), vec![999, 666, 333, 0]);
-        assert_eq!(unclip_timesteps(1000, 7).unwrap(), vec![999, 832, 666, 500, 333, 166, 0]);
-        assert_eq!(unclip_timesteps(1000, 1000).unwrap(), (0..1000).rev().collect::<Vec<_>>());
-        assert!(matches!(unclip_timesteps(1000, 1), Err(DiffusionError::TooFewInferenceSteps { requested: 1 })));
-        assert!(matches!(unclip_timesteps(1000, 0), Err(DiffusionError::TooFewInferenceSteps { .. })));
-        assert!(matches!(unclip_timesteps(10, 11), Err(DiffusionError::TooManyInferenceSteps { .. })));
+        assert_eq!(
+            unclip_timesteps(1000, 7).unwrap(),
+            vec![999, 832, 666, 500, 333, 166, 0]
+        );
+        assert_eq!(
+            unclip_timesteps(1000, 1000).unwrap(),
+            (0..1000).rev().collect::<Vec<_>>()
+        );
+        assert!(matches!(
+            unclip_timesteps(1000, 1),
+            Err(DiffusionError::TooFewInferenceSteps { requested: 1 })
+        ));
+        assert!(matches!(
+            unclip_timesteps(1000, 0),
+            Err(DiffusionError::TooFewInferenceSteps { .. })
+        ));
+        assert!(matches!(
+            unclip_timesteps(10, 11),
+            Err(DiffusionError::TooManyInferenceSteps { .. })
+        ));
     }
 
     #[test]
@@ -515,8 +617,15 @@ mod tests {
     #[test]
     fn dynamic_thresholding_scales_rows() {
         let device = Device::flex();
-        let x = Tensor::<2>::from_data(TensorData::new(vec![0.5, -0.2, 0.1, 0.3, 4.0, -4.0, 2.0, 1.0], [2, 4]), &device);
-        let y = dynamic_threshold(x, 1.0, 3.0).unwrap().into_data().try_to_vec::<f32>().unwrap();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![0.5, -0.2, 0.1, 0.3, 4.0, -4.0, 2.0, 1.0], [2, 4]),
+            &device,
+        );
+        let y = dynamic_threshold(x, 1.0, 3.0)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         // row 0: quantile(1.0) = 0.5 -> s = 1: unchanged
         assert_eq!(&y[..4], &[0.5, -0.2, 0.1, 0.3]);
         // row 1: s = min(4, 3) = 3

@@ -11,19 +11,25 @@ use std::path::Path;
 
 use burn::tensor::Device;
 use unclip_diffusion::{
-    DiffusionError, NoiseSchedule, ReplayNoise, SchedulerConfig, UnCLIPScheduler, classifier_free_guidance,
-    unclip_timesteps,
+    DiffusionError, NoiseSchedule, ReplayNoise, SchedulerConfig, UnCLIPScheduler,
+    classifier_free_guidance, unclip_timesteps,
 };
-use unclip_testkit::{HostData, HostTensor, Io, assert_close_slice, fixture_dir, read_json, test_device, to_vec};
+use unclip_testkit::{
+    HostData, HostTensor, Io, assert_close_slice, fixture_dir, read_json, test_device, to_vec,
+};
 
 const TOL: f32 = 1e-5;
 
 fn host(shape: Vec<usize>, values: Vec<f32>) -> HostTensor {
-    HostTensor { shape, data: HostData::F32(values) }
+    HostTensor {
+        shape,
+        data: HostData::F32(values),
+    }
 }
 
 fn replay(noise: &[&HostTensor]) -> ReplayNoise {
-    ReplayNoise::from_recordings(noise.iter().map(|h| (h.shape.clone(), h.f32()))).expect("recorded noise")
+    ReplayNoise::from_recordings(noise.iter().map(|h| (h.shape.clone(), h.f32())))
+        .expect("recorded noise")
 }
 
 fn check(name: &str, actual: &HostTensor, expected: &HostTensor) {
@@ -50,11 +56,20 @@ fn step_host(
         noise: &mut ReplayNoise,
         device: &Device,
     ) -> Result<(HostTensor, HostTensor), DiffusionError> {
-        let out = sched.step(mo.float::<D>(device), t, sample.float::<D>(device), prev, noise)?;
+        let out = sched.step(
+            mo.float::<D>(device),
+            t,
+            sample.float::<D>(device),
+            prev,
+            noise,
+        )?;
         let shape = out.prev_sample.dims().to_vec();
         Ok((
             host(shape.clone(), to_vec(out.prev_sample)),
-            host(out.pred_original_sample.dims().to_vec(), to_vec(out.pred_original_sample)),
+            host(
+                out.pred_original_sample.dims().to_vec(),
+                to_vec(out.pred_original_sample),
+            ),
         ))
     }
     match sample.shape.len() {
@@ -67,7 +82,12 @@ fn step_host(
     }
 }
 
-fn cfg_host(output: &HostTensor, scale: f32, channels: Option<usize>, device: &Device) -> HostTensor {
+fn cfg_host(
+    output: &HostTensor,
+    scale: f32,
+    channels: Option<usize>,
+    device: &Device,
+) -> HostTensor {
     fn run<const D: usize>(o: &HostTensor, s: f32, c: Option<usize>, d: &Device) -> HostTensor {
         let g = classifier_free_guidance(o.float::<D>(d), s, c).expect("guidance");
         host(g.dims().to_vec(), to_vec(g))
@@ -117,14 +137,24 @@ fn replay_traces(name: &str) -> usize {
     let json = read_json(&dir.join("io.json"));
     let device = test_device();
     let (chains, singles) = discover(&io);
-    assert!(!chains.is_empty(), "{name}: no trace.<cfg>.N<n>.timesteps tensors");
+    assert!(
+        !chains.is_empty(),
+        "{name}: no trace.<cfg>.N<n>.timesteps tensors"
+    );
     let mut checked = 0;
 
     for (cfg, n) in &chains {
         let prefix = format!("trace.{cfg}.N{n}");
         let mut sched = load_scheduler(&dir, cfg);
-        sched.set_timesteps(*n).unwrap_or_else(|e| panic!("{prefix}: {e}"));
-        let expected: Vec<usize> = io.get(&format!("{prefix}.timesteps")).i64().iter().map(|&t| t as usize).collect();
+        sched
+            .set_timesteps(*n)
+            .unwrap_or_else(|e| panic!("{prefix}: {e}"));
+        let expected: Vec<usize> = io
+            .get(&format!("{prefix}.timesteps"))
+            .i64()
+            .iter()
+            .map(|&t| t as usize)
+            .collect();
         assert_eq!(sched.timesteps(), expected.as_slice(), "{prefix}.timesteps");
 
         // io.json's step list (when present) must agree with the pairs the scheduler yields.
@@ -136,27 +166,61 @@ fn replay_traces(name: &str) -> usize {
             .and_then(|s| s.as_array());
         let pairs = sched.timestep_pairs();
         if let Some(steps) = steps_json {
-            assert_eq!(steps.len(), pairs.len(), "{prefix}: number of steps in io.json");
+            assert_eq!(
+                steps.len(),
+                pairs.len(),
+                "{prefix}: number of steps in io.json"
+            );
             for (s, (t, prev)) in steps.iter().zip(&pairs) {
                 assert_eq!(s["t"].as_u64(), Some(*t as u64), "{prefix}: t");
-                assert_eq!(s["prev_timestep"].as_u64().map(|p| p as usize), *prev, "{prefix}: prev_timestep");
+                assert_eq!(
+                    s["prev_timestep"].as_u64().map(|p| p as usize),
+                    *prev,
+                    "{prefix}: prev_timestep"
+                );
             }
         }
-        assert!(!io.has(&format!("{prefix}.step{n}.model_output")), "{prefix}: more steps than N");
+        assert!(
+            !io.has(&format!("{prefix}.step{n}.model_output")),
+            "{prefix}: more steps than N"
+        );
 
         let mut sample = io.get(&format!("{prefix}.sample_init")).clone();
         for (i, (t, prev)) in pairs.into_iter().enumerate() {
             let step = format!("{prefix}.step{i}");
             let noise_name = format!("{step}.variance_noise");
-            let recorded: Vec<&HostTensor> = io.has(&noise_name).then(|| io.get(&noise_name)).into_iter().collect();
-            assert_eq!(recorded.is_empty(), t == 0, "{step}: noise is drawn exactly when t > 0");
+            let recorded: Vec<&HostTensor> = io
+                .has(&noise_name)
+                .then(|| io.get(&noise_name))
+                .into_iter()
+                .collect();
+            assert_eq!(
+                recorded.is_empty(),
+                t == 0,
+                "{step}: noise is drawn exactly when t > 0"
+            );
             let mut noise = replay(&recorded);
-            let (prev_sample, x0) =
-                step_host(&sched, io.get(&format!("{step}.model_output")), t, &sample, prev, &mut noise, &device)
-                    .unwrap_or_else(|e| panic!("{step} (t={t}): {e}"));
+            let (prev_sample, x0) = step_host(
+                &sched,
+                io.get(&format!("{step}.model_output")),
+                t,
+                &sample,
+                prev,
+                &mut noise,
+                &device,
+            )
+            .unwrap_or_else(|e| panic!("{step} (t={t}): {e}"));
             assert_eq!(noise.remaining(), 0, "{step}: recorded noise not consumed");
-            check(&format!("{step}.pred_original_sample"), &x0, io.get(&format!("{step}.pred_original_sample")));
-            check(&format!("{step}.prev_sample"), &prev_sample, io.get(&format!("{step}.prev_sample")));
+            check(
+                &format!("{step}.pred_original_sample"),
+                &x0,
+                io.get(&format!("{step}.pred_original_sample")),
+            );
+            check(
+                &format!("{step}.prev_sample"),
+                &prev_sample,
+                io.get(&format!("{step}.prev_sample")),
+            );
             sample = prev_sample;
             checked += 1;
         }
@@ -166,7 +230,11 @@ fn replay_traces(name: &str) -> usize {
         let prefix = format!("trace.{cfg}.single_t{t}");
         let sched = load_scheduler(&dir, cfg);
         let noise_name = format!("{prefix}.variance_noise");
-        let recorded: Vec<&HostTensor> = io.has(&noise_name).then(|| io.get(&noise_name)).into_iter().collect();
+        let recorded: Vec<&HostTensor> = io
+            .has(&noise_name)
+            .then(|| io.get(&noise_name))
+            .into_iter()
+            .collect();
         let mut noise = replay(&recorded);
         let (prev_sample, x0) = step_host(
             &sched,
@@ -178,12 +246,28 @@ fn replay_traces(name: &str) -> usize {
             &device,
         )
         .unwrap_or_else(|e| panic!("{prefix}: {e}"));
-        assert_eq!(noise.remaining(), 0, "{prefix}: recorded noise not consumed");
-        check(&format!("{prefix}.pred_original_sample"), &x0, io.get(&format!("{prefix}.pred_original_sample")));
-        check(&format!("{prefix}.prev_sample"), &prev_sample, io.get(&format!("{prefix}.prev_sample")));
+        assert_eq!(
+            noise.remaining(),
+            0,
+            "{prefix}: recorded noise not consumed"
+        );
+        check(
+            &format!("{prefix}.pred_original_sample"),
+            &x0,
+            io.get(&format!("{prefix}.pred_original_sample")),
+        );
+        check(
+            &format!("{prefix}.prev_sample"),
+            &prev_sample,
+            io.get(&format!("{prefix}.prev_sample")),
+        );
         checked += 1;
     }
-    println!("{name}: {} chains, {} single steps, {checked} steps checked", chains.len(), singles.len());
+    println!(
+        "{name}: {} chains, {} single steps, {checked} steps checked",
+        chains.len(),
+        singles.len()
+    );
     checked
 }
 
@@ -206,7 +290,8 @@ fn scheduler_only_schedule() {
     let configs: BTreeSet<&String> = chains.iter().map(|(c, _)| c).collect();
     assert!(!configs.is_empty());
     for cfg in configs {
-        let config = SchedulerConfig::from_file(dir.join(cfg).join("scheduler_config.json")).unwrap();
+        let config =
+            SchedulerConfig::from_file(dir.join(cfg).join("scheduler_config.json")).unwrap();
         let schedule = NoiseSchedule::from_config(&config);
         for (name, ours) in [
             ("betas", schedule.betas()),
@@ -215,10 +300,16 @@ fn scheduler_only_schedule() {
         ] {
             let reference = io.get(name).f32();
             let differ = ours.iter().zip(&reference).filter(|(a, b)| a != b).count();
-            println!("{cfg} {name}: {differ} of {} values differ bitwise", reference.len());
+            println!(
+                "{cfg} {name}: {differ} of {} values differ bitwise",
+                reference.len()
+            );
             assert_eq!(ours.len(), reference.len(), "{cfg} {name}: length");
             assert_close_slice(&format!("{cfg} {name}"), ours, &reference, 0.0);
-            assert_eq!(differ, 0, "{cfg} {name}: torch's float32 values are reproduced exactly");
+            assert_eq!(
+                differ, 0,
+                "{cfg} {name}: torch's float32 values are reproduced exactly"
+            );
         }
     }
 }
@@ -230,19 +321,31 @@ fn scheduler_only_set_timesteps() {
     let json = read_json(&dir.join("io.json"));
     let io = Io::open_dir(&dir);
     let (chains, _) = discover(&io);
-    let map = json["set_timesteps"].as_object().expect("io.json set_timesteps");
+    let map = json["set_timesteps"]
+        .as_object()
+        .expect("io.json set_timesteps");
     assert!(!map.is_empty());
     for (cfg, _) in &chains {
         let mut sched = load_scheduler(&dir, cfg);
         for (n, expected) in map {
             let n: usize = n.parse().expect("N");
-            let expected: Vec<usize> =
-                expected.as_array().expect("list").iter().map(|v| v.as_u64().expect("int") as usize).collect();
+            let expected: Vec<usize> = expected
+                .as_array()
+                .expect("list")
+                .iter()
+                .map(|v| v.as_u64().expect("int") as usize)
+                .collect();
             sched.set_timesteps(n).unwrap();
             assert_eq!(sched.timesteps(), expected.as_slice(), "{cfg} N={n}");
-            assert_eq!(unclip_timesteps(sched.config().num_train_timesteps, n).unwrap(), expected);
+            assert_eq!(
+                unclip_timesteps(sched.config().num_train_timesteps, n).unwrap(),
+                expected
+            );
         }
-        assert!(matches!(sched.set_timesteps(1), Err(DiffusionError::TooFewInferenceSteps { requested: 1 })));
+        assert!(matches!(
+            sched.set_timesteps(1),
+            Err(DiffusionError::TooFewInferenceSteps { requested: 1 })
+        ));
     }
 }
 
@@ -256,15 +359,21 @@ fn unclip_tiny_e2e_guidance_and_steps() {
     let json = read_json(&dir.join("io.json"));
     let device = test_device();
     let e2e = &json["e2e"];
-    let steps = e2e["scheduler_steps"].as_array().expect("e2e.scheduler_steps");
+    let steps = e2e["scheduler_steps"]
+        .as_array()
+        .expect("e2e.scheduler_steps");
     assert!(!steps.is_empty());
     for stage in ["prior", "decoder", "super_res"] {
         let cfg = format!("{stage}_scheduler");
         let mut sched = load_scheduler(&dir, &cfg);
         let n = e2e["steps"][stage].as_u64().expect("steps") as usize;
         sched.set_timesteps(n).unwrap();
-        let expected: Vec<usize> =
-            e2e["timesteps"][stage].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+        let expected: Vec<usize> = e2e["timesteps"][stage]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
         assert_eq!(sched.timesteps(), expected.as_slice(), "{stage} timesteps");
         let mut sample = io.get(&format!("e2e.{stage}_latents")).clone();
         let stage_steps: Vec<_> = steps.iter().filter(|s| s["stage"] == stage).collect();
@@ -278,25 +387,42 @@ fn unclip_tiny_e2e_guidance_and_steps() {
                     let scale = e2e["guidance"]["prior"].as_f64().unwrap() as f32;
                     let raw = io.get(&format!("e2e.prior.step{i}.predicted_image_embedding"));
                     let g = cfg_host(raw, scale, None, &device);
-                    check(&format!("e2e.sched.prior.step{i}.model_output"), &g, io.get(&format!("e2e.sched.prior.step{i}.model_output")));
+                    check(
+                        &format!("e2e.sched.prior.step{i}.model_output"),
+                        &g,
+                        io.get(&format!("e2e.sched.prior.step{i}.model_output")),
+                    );
                     g
                 }
                 "decoder" => {
                     let scale = e2e["guidance"]["decoder"].as_f64().unwrap() as f32;
                     let raw = io.get(&format!("e2e.decoder.step{i}.out"));
                     let g = cfg_host(raw, scale, Some(sample.shape[1]), &device);
-                    check(&format!("e2e.sched.decoder.step{i}.model_output"), &g, io.get(&format!("e2e.sched.decoder.step{i}.model_output")));
+                    check(
+                        &format!("e2e.sched.decoder.step{i}.model_output"),
+                        &g,
+                        io.get(&format!("e2e.sched.decoder.step{i}.model_output")),
+                    );
                     g
                 }
                 _ => io.get(&format!("e2e.super_res.step{i}.out")).clone(),
             };
-            let recorded: Vec<&HostTensor> =
-                s["noise"].as_array().unwrap().iter().map(|v| io.get(v.as_str().unwrap())).collect();
+            let recorded: Vec<&HostTensor> = s["noise"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| io.get(v.as_str().unwrap()))
+                .collect();
             let mut noise = replay(&recorded);
-            let (prev_sample, _) = step_host(&sched, &model_output, t, &sample, prev, &mut noise, &device)
-                .unwrap_or_else(|e| panic!("{stage} step {i}: {e}"));
+            let (prev_sample, _) =
+                step_host(&sched, &model_output, t, &sample, prev, &mut noise, &device)
+                    .unwrap_or_else(|e| panic!("{stage} step {i}: {e}"));
             assert_eq!(noise.remaining(), 0);
-            check(&format!("e2e.sched.{stage}.step{i}.prev_sample"), &prev_sample, io.get(&format!("e2e.sched.{stage}.step{i}.prev_sample")));
+            check(
+                &format!("e2e.sched.{stage}.step{i}.prev_sample"),
+                &prev_sample,
+                io.get(&format!("e2e.sched.{stage}.step{i}.prev_sample")),
+            );
             sample = prev_sample;
         }
     }

@@ -23,4 +23,4 @@ pub use device::{UnknownDevice, available_devices, parse_device};
 pub use embeddings::{timestep_embedding, timesteps_tensor};
 pub use error::LoadError;
 pub use layers::{GroupNorm, LayerNorm, Linear};
-pub use resample::{aa_cubic_weights, resize_aa_f32, resize_aa_u8_pil};
+pub use resample::{aa_cubic_weights, resize_aa_f32, resize_aa_u8_pil, resize_aa_u8_torch};

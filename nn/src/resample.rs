@@ -138,6 +138,76 @@ pub fn resize_aa_u8_pil(data: &[u8], h: usize, w: usize, c: usize, out_h: usize,
     out
 }
 
+/// Resizes interleaved `[H, W, C]` uint8 pixels as PyTorch's uint8 antialiased bicubic kernel
+/// (`torchvision.transforms.v2.functional.resize(..., BICUBIC, antialias=True)` on a uint8 tensor,
+/// what transformers 5's CLIPImageProcessor uses): int16 weights whose precision is the largest
+/// that keeps the biggest weight below 2^15, horizontal pass to a uint8 intermediate, then the
+/// vertical pass.
+pub fn resize_aa_u8_torch(data: &[u8], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+    fn int16_weights(ws: &[(usize, Vec<f64>)]) -> (Vec<(usize, Vec<i64>)>, u32) {
+        let w_max = ws.iter().flat_map(|(_, w)| w.iter().copied()).fold(0f64, f64::max);
+        let mut precision = 0u32;
+        while precision < 22 {
+            let next = (0.5 + w_max * (1u64 << (precision + 1)) as f64) as i64;
+            if next >= (1 << 15) {
+                break;
+            }
+            precision += 1;
+        }
+        let scale = (1u64 << precision) as f64;
+        let k = ws
+            .iter()
+            .map(|(x0, w)| {
+                let k = w
+                    .iter()
+                    .map(|&v| {
+                        let s = v * scale;
+                        (if v < 0.0 { s - 0.5 } else { s + 0.5 }) as i64
+                    })
+                    .collect();
+                (*x0, k)
+            })
+            .collect();
+        (k, precision)
+    }
+    let clip = |acc: i64, p: u32| (acc >> p).clamp(0, 255) as u8;
+    let tmp = if out_w != w {
+        let (kx, p) = int16_weights(&aa_cubic_weights(w, out_w));
+        let mut tmp = vec![0u8; h * out_w * c];
+        for y in 0..h {
+            for (ox, (x0, ks)) in kx.iter().enumerate() {
+                for ch in 0..c {
+                    let mut acc = 1i64 << (p - 1);
+                    for (k, kk) in ks.iter().enumerate() {
+                        acc += data[(y * w + x0 + k) * c + ch] as i64 * kk;
+                    }
+                    tmp[(y * out_w + ox) * c + ch] = clip(acc, p);
+                }
+            }
+        }
+        tmp
+    } else {
+        data.to_vec()
+    };
+    if out_h == h {
+        return tmp;
+    }
+    let (ky, p) = int16_weights(&aa_cubic_weights(h, out_h));
+    let mut out = vec![0u8; out_h * out_w * c];
+    for (oy, (y0, ks)) in ky.iter().enumerate() {
+        for x in 0..out_w {
+            for ch in 0..c {
+                let mut acc = 1i64 << (p - 1);
+                for (k, kk) in ks.iter().enumerate() {
+                    acc += tmp[((y0 + k) * out_w + x) * c + ch] as i64 * kk;
+                }
+                out[(oy * out_w + x) * c + ch] = clip(acc, p);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

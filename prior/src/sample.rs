@@ -152,7 +152,7 @@ pub fn sample<N: NoiseSource + ?Sized>(
 
 /// Row-wise argmax of `[B, N]` on the host (first maximum wins).
 fn host_argmax(scores: Tensor<2>, b: usize, n: usize) -> Result<Vec<usize>, PriorError> {
-    let v: Vec<f32> = scores.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| PriorError::InvalidArgument {
+    let v: Vec<f32> = scores.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| PriorError::InvalidArgument {
         name: "scores",
         message: format!("cannot read candidate scores: {e:?}"),
     })?;

@@ -16,6 +16,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 mod write;
 pub use write::{StoreDtype, copy_model_dir_with, temp_dir, write_safetensors};
+mod torch_bin;
+pub use torch_bin::{safetensors_to_torch_bin, write_torch_bin};
 
 /// The fixture root: `UNCLIP_FIXTURES` when set, else `<workspace>/../shared/fixtures`.
 pub fn fixtures_root() -> PathBuf {
