@@ -18,10 +18,14 @@ mod preprocess;
 mod load;
 mod model;
 mod text;
+mod train;
 mod vision;
+mod zeroshot;
 
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
 pub use error::ClipError;
+pub use train::{ClipBatch, ClipTrainer};
+pub use zeroshot::ZeroShot;
 pub use preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeBackend, Rgb8, SizeSpec};
 pub use encoder::{ClipAttention, ClipEncoder, ClipEncoderLayer, ClipMlp};
 pub use load::HF_CLIP_KEYS;

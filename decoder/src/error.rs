@@ -28,9 +28,9 @@ pub enum DecoderError {
     /// An argument is out of range (e.g. a guidance scale or a step count).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: String, message: String },
-    /// The scheduler failed.
-    #[error("scheduler: {0}")]
-    Scheduler(String),
+    /// The scheduler (or the noise source) failed.
+    #[error(transparent)]
+    Diffusion(#[from] unclip_diffusion::DiffusionError),
 }
 
 fn path_prefix(path: &Option<PathBuf>) -> String {

@@ -9,6 +9,8 @@
 //!   diffusers folder (`config.json` + `diffusion_pytorch_model.safetensors` or `.bin`).
 //! - [`blocks`], [`resnet`], [`attention`], [`embeddings`] are public: the super-resolution
 //!   `UNet2DModel` of `unclip-upsampler` is built from them.
+//! - [`sampling`]: the decoder stage of the Karlo pipeline (classifier-free guidance on the eps
+//!   channels only, learned-range variance, clipping, final clamp to [-1, 1]).
 
 
 
@@ -19,12 +21,14 @@ pub mod embeddings;
 mod error;
 pub mod load;
 pub mod resnet;
+pub mod sampling;
 pub mod text_proj;
 pub mod unet;
 
 pub use attention::{AddedKvAttention, CrossContext};
 pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
+pub use sampling::{DecoderRequest, TextConditioning, sample_decoder};
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};
 pub use unet::UNet2DConditionModel;

@@ -349,12 +349,12 @@ fn scheduler_only_set_timesteps() {
     }
 }
 
-/// The scheduler side of the tiny pipeline run: classifier-free guidance of the raw model
-/// outputs (prior: whole output; decoder: eps channels, variance from the cond half), then the
-/// scheduler steps with the recorded noise, stage by stage.
-#[test]
-fn unclip_tiny_e2e_guidance_and_steps() {
-    let dir = fixture_dir("unclip_tiny");
+/// The scheduler side of a recorded pipeline run (`e2e.*`): classifier-free guidance of the raw
+/// model outputs (prior: whole output; decoder: eps channels, variance from the cond half), then
+/// the scheduler steps with the recorded noise, stage by stage, in the order of io.json
+/// `e2e.scheduler_steps`; the decoder's result clamped to [-1, 1] is `e2e.image_small`.
+fn replay_e2e(name: &str) -> usize {
+    let dir = fixture_dir(name);
     let io = Io::open_dir(&dir);
     let json = read_json(&dir.join("io.json"));
     let device = test_device();
@@ -362,11 +362,12 @@ fn unclip_tiny_e2e_guidance_and_steps() {
     let steps = e2e["scheduler_steps"]
         .as_array()
         .expect("e2e.scheduler_steps");
-    assert!(!steps.is_empty());
-    for stage in ["prior", "decoder", "super_res"] {
-        let cfg = format!("{stage}_scheduler");
-        let mut sched = load_scheduler(&dir, &cfg);
-        let n = e2e["steps"][stage].as_u64().expect("steps") as usize;
+    let stages = e2e["steps"].as_object().expect("e2e.steps");
+    assert!(!steps.is_empty() && !stages.is_empty());
+    let mut checked = 0;
+    for (stage, n) in stages {
+        let mut sched = load_scheduler(&dir, &format!("{stage}_scheduler"));
+        let n = n.as_u64().expect("steps") as usize;
         sched.set_timesteps(n).unwrap();
         let expected: Vec<usize> = e2e["timesteps"][stage]
             .as_array()
@@ -374,39 +375,38 @@ fn unclip_tiny_e2e_guidance_and_steps() {
             .iter()
             .map(|v| v.as_u64().unwrap() as usize)
             .collect();
-        assert_eq!(sched.timesteps(), expected.as_slice(), "{stage} timesteps");
+        assert_eq!(
+            sched.timesteps(),
+            expected.as_slice(),
+            "{name} {stage} timesteps"
+        );
         let mut sample = io.get(&format!("e2e.{stage}_latents")).clone();
-        let stage_steps: Vec<_> = steps.iter().filter(|s| s["stage"] == stage).collect();
-        assert_eq!(stage_steps.len(), n);
+        let stage_steps: Vec<_> = steps
+            .iter()
+            .filter(|s| s["stage"] == stage.as_str())
+            .collect();
+        assert_eq!(stage_steps.len(), n, "{name} {stage}: steps");
+        let guidance = e2e["guidance"][stage].as_f64().map(|g| g as f32);
         for (s, (t, prev)) in stage_steps.iter().zip(sched.timestep_pairs()) {
             let i = s["i"].as_u64().unwrap();
             assert_eq!(s["t"].as_u64(), Some(t as u64));
             assert_eq!(s["prev_timestep"].as_u64().map(|p| p as usize), prev);
-            let model_output = match stage {
-                "prior" => {
-                    let scale = e2e["guidance"]["prior"].as_f64().unwrap() as f32;
+            let model_output = match (stage.as_str(), guidance) {
+                ("prior", Some(scale)) => {
                     let raw = io.get(&format!("e2e.prior.step{i}.predicted_image_embedding"));
-                    let g = cfg_host(raw, scale, None, &device);
-                    check(
-                        &format!("e2e.sched.prior.step{i}.model_output"),
-                        &g,
-                        io.get(&format!("e2e.sched.prior.step{i}.model_output")),
-                    );
-                    g
+                    cfg_host(raw, scale, None, &device)
                 }
-                "decoder" => {
-                    let scale = e2e["guidance"]["decoder"].as_f64().unwrap() as f32;
+                ("decoder", Some(scale)) => {
                     let raw = io.get(&format!("e2e.decoder.step{i}.out"));
-                    let g = cfg_host(raw, scale, Some(sample.shape[1]), &device);
-                    check(
-                        &format!("e2e.sched.decoder.step{i}.model_output"),
-                        &g,
-                        io.get(&format!("e2e.sched.decoder.step{i}.model_output")),
-                    );
-                    g
+                    cfg_host(raw, scale, Some(sample.shape[1]), &device)
                 }
-                _ => io.get(&format!("e2e.super_res.step{i}.out")).clone(),
+                ("super_res", None) => io.get(&format!("e2e.super_res.step{i}.out")).clone(),
+                other => panic!("{name}: stage {other:?} is not covered by this test"),
             };
+            let reference_output = format!("e2e.sched.{stage}.step{i}.model_output");
+            if io.has(&reference_output) {
+                check(&reference_output, &model_output, io.get(&reference_output));
+            }
             let recorded: Vec<&HostTensor> = s["noise"]
                 .as_array()
                 .unwrap()
@@ -416,7 +416,7 @@ fn unclip_tiny_e2e_guidance_and_steps() {
             let mut noise = replay(&recorded);
             let (prev_sample, _) =
                 step_host(&sched, &model_output, t, &sample, prev, &mut noise, &device)
-                    .unwrap_or_else(|e| panic!("{stage} step {i}: {e}"));
+                    .unwrap_or_else(|e| panic!("{name} {stage} step {i}: {e}"));
             assert_eq!(noise.remaining(), 0);
             check(
                 &format!("e2e.sched.{stage}.step{i}.prev_sample"),
@@ -424,6 +424,25 @@ fn unclip_tiny_e2e_guidance_and_steps() {
                 io.get(&format!("e2e.sched.{stage}.step{i}.prev_sample")),
             );
             sample = prev_sample;
+            checked += 1;
+        }
+        if stage == "decoder" && io.has("e2e.image_small") {
+            let clamped = host(
+                sample.shape.clone(),
+                sample.f32().iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
+            );
+            check("e2e.image_small", &clamped, io.get("e2e.image_small"));
         }
     }
+    checked
+}
+
+#[test]
+fn unclip_tiny_e2e_guidance_and_steps() {
+    assert!(replay_e2e("unclip_tiny") > 0);
+}
+
+#[test]
+fn unclip_variation_tiny_e2e_guidance_and_steps() {
+    assert!(replay_e2e("unclip_variation_tiny") > 0);
 }

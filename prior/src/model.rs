@@ -141,12 +141,18 @@ impl PriorConditioning {
     }
 
     /// Rows `[a, b)` of every tensor.
-    pub fn rows(&self, a: usize, b: usize) -> Self {
-        PriorConditioning {
+    pub fn rows(&self, a: usize, b: usize) -> Result<Self, PriorError> {
+        if a >= b || b > self.batch() {
+            return Err(PriorError::InvalidArgument {
+                name: "rows",
+                message: format!("rows {a}..{b} of a batch of {}", self.batch()),
+            });
+        }
+        Ok(PriorConditioning {
             proj_embedding: self.proj_embedding.clone().narrow(0, a, b - a),
             encoder_hidden_states: self.encoder_hidden_states.clone().map(|t| t.narrow(0, a, b - a)),
             attention_mask: self.attention_mask.clone().map(|t| t.narrow(0, a, b - a)),
-        }
+        })
     }
 
     /// Each row repeated `n` times in place (`repeat_interleave(n, dim=0)`), as pipelines do for

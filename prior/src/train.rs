@@ -4,10 +4,11 @@
 //! probability 10% so classifier-free guidance works; an exponential moving average (EMA) of the
 //! weights is kept for sampling.
 //!
-//! Forward diffusion: `x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε` with the `squaredcos_cap_v2` schedule
-//! of diffusers' `UnCLIPScheduler` (`betas_for_alpha_bar`, [`squaredcos_cap_v2_alphas_cumprod`]).
-//! Timesteps, noise and the dropout draws come from a seeded host RNG, so a run is reproducible
-//! on every device.
+//! Forward diffusion and the loss come from `unclip-diffusion` ([`TrainingObjective`] with the
+//! `squaredcos_cap_v2` schedule of Karlo's prior scheduler, `prediction_type = "sample"`):
+//! `x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε`, loss `mean((f(x_t, t, text) - x_0)^2)`.
+//! Timesteps, noise and the dropout draws come from one seeded host generator
+//! ([`SeededNoise`]), so a run is reproducible on every device.
 //!
 //! Checkpoints ([`PriorTrainer::save_checkpoint`]) use the diffusers folder layout, every file
 //! written atomically:
@@ -29,27 +30,11 @@ use std::path::Path;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::Rng;
+use unclip_diffusion::{NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective};
 use serde::{Deserialize, Serialize};
 
 use crate::{PriorConditioning, PriorError, PriorTransformer};
-
-/// `alphas_cumprod` of diffusers' `betas_for_alpha_bar(T, alpha_transform_type="cosine")`
-/// (`squaredcos_cap_v2`, betas clipped at 0.999), in f64.
-pub fn squaredcos_cap_v2_alphas_cumprod(num_train_timesteps: usize) -> Vec<f64> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::FRAC_PI_2).cos().powi(2);
-    let n = num_train_timesteps as f64;
-    let mut acc = 1.0f64;
-    (0..num_train_timesteps)
-        .map(|i| {
-            let beta = (1.0 - alpha_bar((i as f64 + 1.0) / n) / alpha_bar(i as f64 / n)).min(0.999);
-            // diffusers stores betas as float32 before the cumulative product
-            acc *= 1.0 - (beta as f32) as f64;
-            acc
-        })
-        .collect()
-}
 
 /// Settings of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,8 +86,8 @@ pub struct PriorTrainer {
     /// Optimiser steps taken.
     pub step: u64,
     optim: ModuleOptimizer,
-    rng: StdRng,
-    alphas_cumprod: Vec<f64>,
+    noise: SeededNoise,
+    objective: TrainingObjective,
 }
 
 impl std::fmt::Debug for PriorTrainer {
@@ -141,17 +126,6 @@ impl ModuleMapper for Blend {
             None => param,
         }
     }
-}
-
-fn gaussian(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    // Box-Muller on the host.
-    (0..n)
-        .map(|_| {
-            let u1: f64 = rng.random::<f64>().max(1e-300);
-            let u2: f64 = rng.random::<f64>();
-            ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-        })
-        .collect()
 }
 
 impl PriorTrainer {
@@ -200,11 +174,20 @@ impl PriorTrainer {
             ema,
             uncond,
             optim: AdamConfig::new().init(),
-            rng: StdRng::seed_from_u64(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            alphas_cumprod: squaredcos_cap_v2_alphas_cumprod(config.num_train_timesteps),
+            noise: SeededNoise::new(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            objective: TrainingObjective::new(&Self::scheduler_config(&config)),
             config,
             step,
         })
+    }
+
+    /// The training schedule: Karlo's prior scheduler (`squaredcos_cap_v2`, x_0 prediction).
+    pub fn scheduler_config(config: &TrainConfig) -> SchedulerConfig {
+        SchedulerConfig {
+            num_train_timesteps: config.num_train_timesteps,
+            prediction_type: PredictionType::Sample,
+            ..SchedulerConfig::default()
+        }
     }
 
     /// The weights to sample with: the EMA when enabled, else the model (plain device).
@@ -230,19 +213,22 @@ impl PriorTrainer {
         let x0 = (x - mean) / std; // [B, E]
 
         // Host draws: timesteps, noise, dropout.
-        let ts: Vec<usize> = (0..b).map(|_| self.rng.random_range(0..self.config.num_train_timesteps)).collect();
-        let noise = gaussian(&mut self.rng, b * e);
-        let keep: Vec<f32> = (0..b).map(|_| if self.rng.random::<f64>() < self.config.cond_drop_prob { 0.0 } else { 1.0 }).collect();
-        let sa: Vec<f32> = ts.iter().map(|&t| self.alphas_cumprod[t].sqrt() as f32).collect();
-        let s1: Vec<f32> = ts.iter().map(|&t| (1.0 - self.alphas_cumprod[t]).sqrt() as f32).collect();
-        let col = |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [b, 1]), &device);
-        let noise = Tensor::<2>::from_data(TensorData::new(noise, [b, e]), &device);
-        let x_t = x0.clone() * col(sa) + noise * col(s1); // [B, E]
+        let ts = self.objective.sample_timesteps(self.noise.rng_mut(), b);
+        let noise = self.noise.randn([b, e], &device).map_err(unclip_diffusion::DiffusionError::from)?; // [B, E]
+        let p = self.config.cond_drop_prob;
+        let keep: Vec<f32> = (0..b)
+            .map(|_| {
+                let u = (self.noise.rng_mut().next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+                if u < p { 0.0 } else { 1.0 }
+            })
+            .collect();
+        let x_t = self.objective.noisy_input(x0.clone(), noise.clone(), &ts)?; // [B, E]
         let t = Tensor::<1>::from_data(TensorData::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]), &device);
 
         let cond = self.drop_conditioning(&batch.cond, &keep, &device)?;
-        let pred = self.model.forward(x_t, t, &cond)?; // [B, E]
-        Ok((pred - x0).powi_scalar(2).mean())
+        let pred = self.model.forward(x_t.clone(), t, &cond)?; // [B, E]
+        // prediction_type = sample: MSE against x_0.
+        Ok(self.objective.loss(pred, x0, noise, x_t, &ts)?.loss)
     }
 
     /// Replaces rows whose `keep` is 0 by the unconditional conditioning.
@@ -317,5 +303,38 @@ impl PriorTrainer {
             None => None,
         };
         Self::with_step(model, ema, uncond, state.train, state.step, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PriorTransformerConfig;
+
+    #[test]
+    fn conditioning_dropout_swaps_in_the_unconditional_rows() {
+        let device = Device::flex();
+        let cfg = PriorTransformerConfig::tiny(4, 3, 1, 4, 1);
+        let model = PriorTransformer::new(&cfg, &device).unwrap();
+        let uncond = PriorConditioning {
+            proj_embedding: Tensor::full([1, 4], -1.0, &device),
+            encoder_hidden_states: Some(Tensor::full([1, 3, 4], -2.0, &device)),
+            attention_mask: Some(Tensor::<2, burn::tensor::Int>::from_ints([[1, 0, 0]], &device).equal_elem(1)),
+        };
+        let trainer = PriorTrainer::new(model, uncond, TrainConfig::default(), &device.clone().autodiff()).unwrap();
+        let cond = PriorConditioning {
+            proj_embedding: Tensor::ones([2, 4], &device),
+            encoder_hidden_states: Some(Tensor::ones([2, 3, 4], &device)),
+            attention_mask: Some(Tensor::<2, burn::tensor::Int>::ones([2, 3], &device).equal_elem(1)),
+        };
+        let ad = device.clone().autodiff();
+        let out = trainer.drop_conditioning(&cond, &[1.0, 0.0], &ad).unwrap();
+        let v = |t: Tensor<2>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let p = v(out.proj_embedding);
+        assert_eq!(p, vec![1.0, 1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0]);
+        let h = v(out.encoder_hidden_states.unwrap().reshape([2, 12]));
+        assert!(h[..12].iter().all(|&v| v == 1.0) && h[12..].iter().all(|&v| v == -2.0));
+        let m = v(out.attention_mask.unwrap().float());
+        assert_eq!(m, vec![1.0, 1.0, 1.0, 1.0, 0.0, 0.0]);
     }
 }

@@ -88,7 +88,7 @@ fn reranking_keeps_the_best_candidate() {
     let config = PriorSampleConfig { num_inference_steps: 4, guidance_scale: 2.0, num_candidates: n };
     let mut calls = 0;
     // The uncond conditioning may also be a single row.
-    let uncond1 = uncond.rows(0, 1);
+    let uncond1 = uncond.rows(0, 1).unwrap();
     let out = sample(&prior, &mut scheduler, &cond, Some(&uncond1), &config, None, &mut SeededNoise::new(3), &mut |_| {
         calls += 1
     })

@@ -72,7 +72,7 @@ fn loss_falls_and_checkpoint_reloads() {
     let ema = trainer.inference_model();
     let x = Tensor::<2>::random([4, 8], Distribution::Normal(0.0, 1.0), &plain);
     let t = Tensor::<1>::from_floats([10.0, 200.0, 500.0, 999.0], &plain);
-    let cond = batch.cond.rows(0, 4);
+    let cond = batch.cond.rows(0, 4).unwrap();
     let a = to_vec(ema.forward(x.clone(), t.clone(), &cond).unwrap());
     let b = to_vec(reloaded.forward(x.clone(), t.clone(), &cond).unwrap());
     unclip_testkit::assert_close_slice("reloaded EMA prior", &b, &a, 1e-6);

@@ -1,0 +1,132 @@
+//! The decoder stage of diffusers' `pipelines/deprecated/unclip/pipeline_unclip.py`
+//! (`UnCLIPPipeline.__call__`, between the prior and the super-resolution stage):
+//!
+//! 1. `text_proj(image_embeddings, prompt_embeds, text hidden states, do_cfg)` -> context tokens
+//!    `[B', K + T, Dc]` and the additive time embedding `[B', Dt]` (B' = 2B with guidance:
+//!    unconditional rows first);
+//! 2. the decoder mask = the text mask with K `true` columns prepended;
+//! 3. `x_T [B, C, H, W]` (given, or drawn from the noise source) times `init_noise_sigma`;
+//! 4. for every `(t, prev_t)` of the decoder scheduler: `out = unet(cat([x] * 2), t, ...)`,
+//!    guidance on the first C (eps) channels, the variance channels taken from the conditional
+//!    half, then `scheduler.step(out, t, x, prev_t)` (learned-range variance, clipped x0);
+//! 5. `clamp(-1, 1)`: the 64x64 `image_small` the super-resolution stage upsamples.
+
+use burn::tensor::{Bool, Tensor};
+use unclip_diffusion::{NoiseSource, UnCLIPScheduler, classifier_free_guidance};
+
+use crate::{DecoderError, UNet2DConditionModel, UnCLIPTextProjModel};
+
+/// CLIP text conditioning of one batch of captions.
+#[derive(Debug, Clone)]
+pub struct TextConditioning {
+    /// `[B, E]`: CLIP text embeddings (`text_embeds`, the projected pooled output).
+    pub prompt_embeds: Tensor<2>,
+    /// `[B, T, E]`: CLIP `last_hidden_state`.
+    pub hidden_states: Tensor<3>,
+    /// `[B, T]`: the tokenizer's attention mask (true = token).
+    pub mask: Tensor<2, Bool>,
+}
+
+/// One decoder sampling call.
+#[derive(Debug, Clone)]
+pub struct DecoderRequest {
+    /// `[B, E]`: CLIP image embeddings (the prior's output, or an image's CLIP embedding).
+    pub image_embeddings: Tensor<2>,
+    /// The caption's conditioning. Without a caption, pass the encoding of the empty prompt, as
+    /// diffusers' image-variation pipeline does.
+    pub text: TextConditioning,
+    /// The empty prompt's conditioning (`[B, ...]`): classifier-free guidance is applied when
+    /// given (the pipeline's `do_classifier_free_guidance`), with the learned unconditional
+    /// image embedding of text_proj for the unconditional rows.
+    pub uncond_text: Option<TextConditioning>,
+    /// Decoder guidance scale (Karlo: 8.0).
+    pub guidance_scale: f32,
+    /// Number of decoder steps (Karlo: 25; at least 2).
+    pub num_inference_steps: usize,
+    /// `x_T [B, C, H, W]`; drawn from the noise source (`[B, in_channels, S, S]` with S the
+    /// config's `sample_size`) when `None`.
+    pub latents: Option<Tensor<4>>,
+}
+
+fn cat2<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    Tensor::cat(vec![a, b], 0)
+}
+
+/// Runs the decoder stage; returns `image_small [B, C, H, W]` clamped to `[-1, 1]`.
+///
+/// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
+/// `[B, C, H, W]` tensor per step except the last.
+pub fn sample_decoder<N: NoiseSource + ?Sized>(
+    unet: &UNet2DConditionModel,
+    text_proj: &UnCLIPTextProjModel,
+    scheduler: &mut UnCLIPScheduler,
+    request: DecoderRequest,
+    noise: &mut N,
+) -> Result<Tensor<4>, DecoderError> {
+    let DecoderRequest { image_embeddings, text, uncond_text, guidance_scale, num_inference_steps, latents } = request;
+    let device = image_embeddings.device();
+    let b = image_embeddings.dims()[0];
+    let cfg = uncond_text.is_some();
+    let (prompt_embeds, hidden, mask) = match uncond_text {
+        Some(u) => {
+            if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {
+                return Err(DecoderError::shape(
+                    "uncond_text.prompt_embeds",
+                    format!("[{}, E] (rows of text.prompt_embeds)", text.prompt_embeds.dims()[0]),
+                    &u.prompt_embeds.dims(),
+                ));
+            }
+            if u.hidden_states.dims()[1] != text.hidden_states.dims()[1] {
+                return Err(DecoderError::shape(
+                    "uncond_text.hidden_states",
+                    format!("[B, {}, E] (length of text.hidden_states)", text.hidden_states.dims()[1]),
+                    &u.hidden_states.dims(),
+                ));
+            }
+            (
+                cat2(u.prompt_embeds, text.prompt_embeds),
+                cat2(u.hidden_states, text.hidden_states),
+                Tensor::cat(vec![u.mask, text.mask], 0),
+            )
+        }
+        None => (text.prompt_embeds, text.hidden_states, text.mask),
+    };
+    let cond = text_proj.forward(image_embeddings, prompt_embeds, hidden, cfg)?;
+    let mask = text_proj.extend_attention_mask(mask); // [B', K + T]
+    let l = cond.encoder_hidden_states.dims()[1];
+    if mask.dims()[1] != l {
+        return Err(DecoderError::shape("text.mask", format!("[B, {}]", l - text_proj.clip_extra_context_tokens), &mask.dims()));
+    }
+
+    scheduler.set_timesteps(num_inference_steps)?;
+    let c = unet.in_channels();
+    let latents = match latents {
+        Some(x) => x,
+        None => {
+            let [h, w] = unet.config.sample_size.map(|s| s.hw()).ok_or_else(|| DecoderError::InvalidArgument {
+                name: "latents".into(),
+                message: "the decoder config has no sample_size: pass the initial latents".into(),
+            })?;
+            unclip_diffusion::randn(noise, [b, c, h, w], &device).map_err(unclip_diffusion::DiffusionError::from)?
+        }
+    };
+    let dims = latents.dims();
+    if dims[0] != b || dims[1] != c {
+        return Err(DecoderError::shape("latents", format!("[{b}, {c}, H, W]"), &dims));
+    }
+    let mut x = latents * scheduler.init_noise_sigma();
+    for (t, prev) in scheduler.timestep_pairs() {
+        let input = if cfg { cat2(x.clone(), x.clone()) } else { x.clone() };
+        let ts = Tensor::<1>::from_floats([t as f32], &device);
+        let out = unet.forward(
+            input,
+            ts,
+            cond.encoder_hidden_states.clone(),
+            Some(cond.additive_clip_time_embeddings.clone()),
+            Some(mask.clone()),
+        )?; // [B', 2C, H, W]
+        let out = if cfg { classifier_free_guidance(out, guidance_scale, Some(c))? } else { out };
+        x = scheduler.step(out, t, x, prev, noise)?.prev_sample;
+    }
+    Ok(x.clamp(-1.0, 1.0))
+}

@@ -1,0 +1,98 @@
+//! The decoder stage of the fixture's end-to-end pipeline call, replaying the pipeline's noise
+//! draws: text_proj -> decoder with classifier-free guidance -> `e2e.image_small`.
+
+use burn::tensor::{Bool, Device, Tensor};
+use unclip_decoder::{DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder};
+use unclip_diffusion::{ReplayNoise, UnCLIPScheduler};
+use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
+
+fn mask(h: &HostTensor, device: &Device) -> Tensor<2, Bool> {
+    h.int::<2>(device).equal_elem(1)
+}
+
+/// Noise tensors the pipeline drew during `stage`, in order (io.json `e2e.scheduler_steps`).
+fn stage_noise(io: &Io, manifest: &serde_json::Value, stage: &str) -> ReplayNoise {
+    let mut replay = ReplayNoise::new();
+    let steps = manifest["e2e"]["scheduler_steps"].as_array().cloned().unwrap_or_default();
+    for step in steps.iter().filter(|s| s["stage"] == stage) {
+        for name in step["noise"].as_array().cloned().unwrap_or_default() {
+            let name = name.as_str().expect("noise name");
+            let h = io.get(name);
+            replay.push(h.shape.clone(), h.f32()).expect("recording");
+        }
+    }
+    replay
+}
+
+#[test]
+fn e2e_decoder_stage_reproduces_image_small() {
+    let device = test_device();
+    let dir = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&dir);
+    let manifest = read_json(&dir.join("io.json"));
+    let unet = UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj = UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut scheduler = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+
+    // Rows of the pipeline's text inputs: [uncond; cond].
+    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
+    let hidden = io.get("e2e.text_proj.text_encoder_hidden_states").float::<3>(&device);
+    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
+    let b = prompt.dims()[0] / 2;
+    let text = TextConditioning {
+        prompt_embeds: prompt.clone().narrow(0, b, b),
+        hidden_states: hidden.clone().narrow(0, b, b),
+        mask: text_mask.clone().narrow(0, b, b),
+    };
+    let uncond = TextConditioning {
+        prompt_embeds: prompt.narrow(0, 0, b),
+        hidden_states: hidden.narrow(0, 0, b),
+        mask: text_mask.narrow(0, 0, b),
+    };
+    let steps = manifest["e2e"]["steps"]["decoder"].as_u64().expect("steps") as usize;
+    let guidance = manifest["e2e"]["guidance"]["decoder"].as_f64().expect("guidance") as f32;
+    let mut noise = stage_noise(&io, &manifest, "decoder");
+    let request = DecoderRequest {
+        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
+        text,
+        uncond_text: Some(uncond),
+        guidance_scale: guidance,
+        num_inference_steps: steps,
+        latents: Some(io.get("e2e.decoder_latents").float(&device)),
+    };
+    let image_small = sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
+    assert_eq!(noise.remaining(), 0, "every recorded decoder noise tensor is consumed");
+    assert_close("e2e.image_small", image_small, io.get("e2e.image_small"), 1e-4);
+}
+
+#[test]
+fn sampling_without_guidance_draws_its_own_latents() {
+    let device = test_device();
+    let dir = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&dir);
+    let unet = UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj = UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut scheduler = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
+    let hidden = io.get("e2e.text_proj.text_encoder_hidden_states").float::<3>(&device);
+    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
+    let b = prompt.dims()[0] / 2;
+    let request = DecoderRequest {
+        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
+        text: TextConditioning {
+            prompt_embeds: prompt.narrow(0, b, b),
+            hidden_states: hidden.narrow(0, b, b),
+            mask: text_mask.narrow(0, b, b),
+        },
+        uncond_text: None,
+        guidance_scale: 1.0,
+        num_inference_steps: 2,
+        latents: None,
+    };
+    let mut noise = unclip_diffusion::SeededNoise::new(7);
+    let x = sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
+    let s = unet.config.sample_size.expect("sample_size").hw();
+    assert_eq!(x.dims(), [b, unet.in_channels(), s[0], s[1]]);
+    let max = x.abs().max().into_scalar::<f32>();
+    assert!(max <= 1.0, "clamped to [-1, 1], got {max}");
+}
