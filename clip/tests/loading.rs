@@ -105,3 +105,24 @@ fn half_precision_checkpoints_match_reference() {
         assert_close(&format!("{dtype:?} text_embeds_unnormalised"), embeds, io.get("text_embeds_unnormalised"), tol);
     }
 }
+
+/// A `pytorch_model.bin` (torch's zip format, read without executing pickle code) loads and gives
+/// the reference outputs.
+#[test]
+fn pytorch_bin_checkpoint_matches_reference() {
+    let device = test_device();
+    let src = fixture_dir("clip_tiny_gelu");
+    let io = Io::open_dir(&src);
+    let dst = temp_dir("clip-bin");
+    std::fs::copy(src.join("config.json"), dst.join("config.json")).unwrap();
+    unclip_testkit::safetensors_to_torch_bin(&src.join(WEIGHTS), &dst.join("pytorch_model.bin"));
+    let model = ClipModel::from_pretrained(&dst, &device).expect("load pytorch_model.bin");
+    let out = model.forward(
+        io.get("input_ids").int::<2>(&device),
+        Some(io.get("attention_mask").int::<2>(&device)),
+        io.get("pixel_values").float::<4>(&device),
+        false,
+    );
+    assert_close("bin text_embeds", out.text_embeds, io.get("text_embeds"), 1e-4);
+    assert_close("bin image_embeds", out.image_embeds, io.get("image_embeds"), 1e-4);
+}

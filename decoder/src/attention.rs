@@ -71,10 +71,20 @@ impl AddedKvAttention {
     pub fn forward(&self, x: Tensor<4>, ctx: &CrossContext) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let hw = h * w;
-        let normed = self.group_norm.forward(x.clone()).reshape([b, c, hw]).swap_dims(1, 2); // [B, HW, C]
+        let normed = self
+            .group_norm
+            .forward(x.clone())
+            .reshape([b, c, hw])
+            .swap_dims(1, 2); // [B, HW, C]
         let q = split_heads(self.to_q.forward(normed.clone()), self.heads); // [B, h, HW, Dh]
-        let ek = split_heads(self.add_k_proj.forward(ctx.hidden_states.clone()), self.heads); // [B, h, L, Dh]
-        let ev = split_heads(self.add_v_proj.forward(ctx.hidden_states.clone()), self.heads);
+        let ek = split_heads(
+            self.add_k_proj.forward(ctx.hidden_states.clone()),
+            self.heads,
+        ); // [B, h, L, Dh]
+        let ev = split_heads(
+            self.add_v_proj.forward(ctx.hidden_states.clone()),
+            self.heads,
+        );
         let (k, v) = match (&self.to_k, &self.to_v) {
             (Some(tk), Some(tv)) => {
                 let k = split_heads(tk.forward(normed.clone()), self.heads); // [B, h, HW, Dh]
@@ -87,7 +97,10 @@ impl AddedKvAttention {
         let bias = ctx.bias.as_ref().map(|bias| {
             let [bb, l] = bias.dims();
             let full = if lk > l {
-                Tensor::cat(vec![bias.clone(), Tensor::zeros([bb, lk - l], &bias.device())], 1)
+                Tensor::cat(
+                    vec![bias.clone(), Tensor::zeros([bb, lk - l], &bias.device())],
+                    1,
+                )
             } else {
                 bias.clone()
             };

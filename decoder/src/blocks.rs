@@ -58,7 +58,14 @@ pub struct AttnSettings {
 }
 
 fn attention(c: usize, s: &BlockSettings, a: &AttnSettings, device: &Device) -> AddedKvAttention {
-    AddedKvAttention::new(c, a.head_dim, a.context_dim, s.groups, a.only_cross_attention, device)
+    AddedKvAttention::new(
+        c,
+        a.head_dim,
+        a.context_dim,
+        s.groups,
+        a.only_cross_attention,
+        device,
+    )
 }
 
 fn apply_attention(
@@ -94,18 +101,32 @@ impl DownBlock {
         device: &Device,
     ) -> Self {
         let resnets = (0..num_layers)
-            .map(|i| ResnetBlock2D::new(&s.resnet(if i == 0 { c_in } else { c_out }, c_out, Resample::None), device))
+            .map(|i| {
+                ResnetBlock2D::new(
+                    &s.resnet(if i == 0 { c_in } else { c_out }, c_out, Resample::None),
+                    device,
+                )
+            })
             .collect();
         let attentions = match attn {
-            Some(a) => (0..num_layers).map(|_| attention(c_out, s, a, device)).collect(),
+            Some(a) => (0..num_layers)
+                .map(|_| attention(c_out, s, a, device))
+                .collect(),
             None => Vec::new(),
         };
         let downsamplers = if add_downsample {
-            vec![ResnetBlock2D::new(&s.resnet(c_out, c_out, Resample::Down), device)]
+            vec![ResnetBlock2D::new(
+                &s.resnet(c_out, c_out, Resample::Down),
+                device,
+            )]
         } else {
             Vec::new()
         };
-        DownBlock { resnets, attentions, downsamplers }
+        DownBlock {
+            resnets,
+            attentions,
+            downsamplers,
+        }
     }
 
     /// `h [B, Cin, H, W]` -> (`[B, Cout, H', W']`, the skip tensors it adds, in order).
@@ -149,17 +170,28 @@ impl MidBlock {
         attn: Option<&AttnSettings>,
         device: &Device,
     ) -> Self {
-        let resnets =
-            (0..=num_layers).map(|_| ResnetBlock2D::new(&s.resnet(channels, channels, Resample::None), device)).collect();
+        let resnets = (0..=num_layers)
+            .map(|_| ResnetBlock2D::new(&s.resnet(channels, channels, Resample::None), device))
+            .collect();
         let attentions = match attn {
-            Some(a) => (0..num_layers).map(|_| attention(channels, s, a, device)).collect(),
+            Some(a) => (0..num_layers)
+                .map(|_| attention(channels, s, a, device))
+                .collect(),
             None => Vec::new(),
         };
-        MidBlock { resnets, attentions }
+        MidBlock {
+            resnets,
+            attentions,
+        }
     }
 
     /// `[B, C, H, W] -> [B, C, H, W]`.
-    pub fn forward(&self, mut h: Tensor<4>, temb: &Tensor<2>, ctx: Option<&CrossContext>) -> Tensor<4> {
+    pub fn forward(
+        &self,
+        mut h: Tensor<4>,
+        temb: &Tensor<2>,
+        ctx: Option<&CrossContext>,
+    ) -> Tensor<4> {
         for (i, resnet) in self.resnets.iter().enumerate() {
             if i > 0 {
                 h = apply_attention(&self.attentions, i - 1, h, ctx);
@@ -201,15 +233,24 @@ impl UpBlock {
             })
             .collect();
         let attentions = match attn {
-            Some(a) => (0..num_layers).map(|_| attention(c_out, s, a, device)).collect(),
+            Some(a) => (0..num_layers)
+                .map(|_| attention(c_out, s, a, device))
+                .collect(),
             None => Vec::new(),
         };
         let upsamplers = if add_upsample {
-            vec![ResnetBlock2D::new(&s.resnet(c_out, c_out, Resample::Up), device)]
+            vec![ResnetBlock2D::new(
+                &s.resnet(c_out, c_out, Resample::Up),
+                device,
+            )]
         } else {
             Vec::new()
         };
-        UpBlock { resnets, attentions, upsamplers }
+        UpBlock {
+            resnets,
+            attentions,
+            upsamplers,
+        }
     }
 
     /// `h [B, Cprev, H, W]`, popping one skip per resnet from the end of `skips` ->

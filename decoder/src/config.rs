@@ -163,12 +163,20 @@ impl SampleSize {
 
 /// Parses an activation name (`act_fn`, ...), naming the field on failure.
 pub fn parse_activation(field: &str, name: &str) -> Result<Activation, DecoderError> {
-    serde_json::from_value(serde_json::Value::String(name.to_string()))
-        .map_err(|_| DecoderError::unsupported(field, format!("`{name}`"), "silu swish gelu gelu_new relu quick_gelu"))
+    serde_json::from_value(serde_json::Value::String(name.to_string())).map_err(|_| {
+        DecoderError::unsupported(
+            field,
+            format!("`{name}`"),
+            "silu swish gelu gelu_new relu quick_gelu",
+        )
+    })
 }
 
 /// Fails naming `field` unless `value` is `None`.
-pub(crate) fn require_null<T: std::fmt::Debug>(field: &str, value: &Option<T>) -> Result<(), DecoderError> {
+pub(crate) fn require_null<T: std::fmt::Debug>(
+    field: &str,
+    value: &Option<T>,
+) -> Result<(), DecoderError> {
     match value {
         None => Ok(()),
         Some(v) => Err(DecoderError::unsupported(field, format!("{v:?}"), "null")),
@@ -363,16 +371,23 @@ impl UNet2DConditionConfig {
         if self.up_block_types.len() != n {
             return Err(DecoderError::invalid(
                 "up_block_types",
-                format!("has {} entries, down_block_types has {n}", self.up_block_types.len()),
+                format!(
+                    "has {} entries, down_block_types has {n}",
+                    self.up_block_types.len()
+                ),
             ));
         }
         if self.block_out_channels.len() != n {
             return Err(DecoderError::invalid(
                 "block_out_channels",
-                format!("has {} entries, down_block_types has {n}", self.block_out_channels.len()),
+                format!(
+                    "has {} entries, down_block_types has {n}",
+                    self.block_out_channels.len()
+                ),
             ));
         }
-        self.resnet_time_scale_shift.check("resnet_time_scale_shift")?;
+        self.resnet_time_scale_shift
+            .check("resnet_time_scale_shift")?;
         self.time_embedding_type.check("time_embedding_type")?;
         if let Some(c) = &self.class_embed_type {
             c.check("class_embed_type")?;
@@ -385,17 +400,35 @@ impl UNet2DConditionConfig {
         require_null("encoder_hid_dim_type", &self.encoder_hid_dim_type)?;
         require_null("time_cond_proj_dim", &self.time_cond_proj_dim)?;
         if self.class_embeddings_concat {
-            return Err(DecoderError::unsupported("class_embeddings_concat", "true", "false"));
+            return Err(DecoderError::unsupported(
+                "class_embeddings_concat",
+                "true",
+                "false",
+            ));
         }
         if self.conv_in_kernel % 2 == 0 {
-            return Err(DecoderError::unsupported("conv_in_kernel", self.conv_in_kernel, "odd sizes"));
+            return Err(DecoderError::unsupported(
+                "conv_in_kernel",
+                self.conv_in_kernel,
+                "odd sizes",
+            ));
         }
         if self.conv_out_kernel % 2 == 0 {
-            return Err(DecoderError::unsupported("conv_out_kernel", self.conv_out_kernel, "odd sizes"));
+            return Err(DecoderError::unsupported(
+                "conv_out_kernel",
+                self.conv_out_kernel,
+                "odd sizes",
+            ));
         }
         let norm_num_groups = match self.norm_num_groups {
             Some(g) if g > 0 => g,
-            other => return Err(DecoderError::unsupported("norm_num_groups", format!("{other:?}"), "a positive integer")),
+            other => {
+                return Err(DecoderError::unsupported(
+                    "norm_num_groups",
+                    format!("{other:?}"),
+                    "a positive integer",
+                ));
+            }
         };
         for (i, &c) in self.block_out_channels.iter().enumerate() {
             if c % norm_num_groups != 0 {
@@ -406,12 +439,22 @@ impl UNet2DConditionConfig {
             }
         }
         let act = parse_activation("act_fn", &self.act_fn)?;
-        let time_embed_act =
-            self.time_embedding_act_fn.as_deref().map(|a| parse_activation("time_embedding_act_fn", a)).transpose()?;
-        let timestep_post_act =
-            self.timestep_post_act.as_deref().map(|a| parse_activation("timestep_post_act", a)).transpose()?;
+        let time_embed_act = self
+            .time_embedding_act_fn
+            .as_deref()
+            .map(|a| parse_activation("time_embedding_act_fn", a))
+            .transpose()?;
+        let timestep_post_act = self
+            .timestep_post_act
+            .as_deref()
+            .map(|a| parse_activation("timestep_post_act", a))
+            .transpose()?;
         let attention_head_dim = self.attention_head_dim.per_block(n, "attention_head_dim")?;
-        for (i, (&hd, &c)) in attention_head_dim.iter().zip(&self.block_out_channels).enumerate() {
+        for (i, (&hd, &c)) in attention_head_dim
+            .iter()
+            .zip(&self.block_out_channels)
+            .enumerate()
+        {
             if hd == 0 || c % hd != 0 {
                 return Err(DecoderError::invalid(
                     format!("attention_head_dim[{i}]"),
@@ -419,22 +462,30 @@ impl UNet2DConditionConfig {
                 ));
             }
         }
-        let only_cross_attention = self.only_cross_attention.per_block(n, "only_cross_attention")?;
-        let mid_only_cross_attention = self.mid_block_only_cross_attention.unwrap_or(match &self.only_cross_attention {
-            OneOrMany::One(b) => *b,
-            OneOrMany::Many(_) => false,
-        });
+        let only_cross_attention = self
+            .only_cross_attention
+            .per_block(n, "only_cross_attention")?;
+        let mid_only_cross_attention =
+            self.mid_block_only_cross_attention
+                .unwrap_or(match &self.only_cross_attention {
+                    OneOrMany::One(b) => *b,
+                    OneOrMany::Many(_) => false,
+                });
         Ok(UNetLayout {
             layers_per_block: self.layers_per_block.per_block(n, "layers_per_block")?,
             attention_head_dim,
-            cross_attention_dim: self.cross_attention_dim.per_block(n, "cross_attention_dim")?,
+            cross_attention_dim: self
+                .cross_attention_dim
+                .per_block(n, "cross_attention_dim")?,
             only_cross_attention,
             mid_only_cross_attention,
             norm_num_groups,
             act,
             time_embed_act,
             timestep_post_act,
-            time_embed_dim: self.time_embedding_dim.unwrap_or(self.block_out_channels[0] * 4),
+            time_embed_dim: self
+                .time_embedding_dim
+                .unwrap_or(self.block_out_channels[0] * 4),
         })
     }
 }

@@ -11,16 +11,27 @@ use unclip_nn::{Activation, Linear};
 ///
 /// `timesteps [B]` -> `[B, dim]` (`[cos, sin]` when flipped, else `[sin, cos]`; zero-padded when
 /// `dim` is odd).
-pub fn timestep_proj(timesteps: Tensor<1>, dim: usize, flip_sin_to_cos: bool, shift: f64) -> Tensor<2> {
+pub fn timestep_proj(
+    timesteps: Tensor<1>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    shift: f64,
+) -> Tensor<2> {
     let device = timesteps.device();
     let half = dim / 2;
     let neg_log = -(10000f64.ln()) as f32;
     let denom = (half as f64 - shift) as f32;
-    let freqs: Vec<f32> = (0..half).map(|i| ((neg_log * i as f32) / denom).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| ((neg_log * i as f32) / denom).exp())
+        .collect();
     let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze::<2>(); // [1, half]
     let args = timesteps.unsqueeze_dim::<2>(1) * freqs; // [B, half]
     let (s, c) = (args.clone().sin(), args.cos());
-    let emb = if flip_sin_to_cos { Tensor::cat(vec![c, s], 1) } else { Tensor::cat(vec![s, c], 1) };
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(vec![c, s], 1)
+    } else {
+        Tensor::cat(vec![s, c], 1)
+    };
     if dim % 2 == 1 {
         let b = emb.dims()[0];
         Tensor::cat(vec![emb, Tensor::zeros([b, 1], &device)], 1)
@@ -43,7 +54,13 @@ pub struct TimestepEmbedding {
 }
 
 impl TimestepEmbedding {
-    pub fn new(d_in: usize, d: usize, act: Activation, post_act: Option<Activation>, device: &Device) -> Self {
+    pub fn new(
+        d_in: usize,
+        d: usize,
+        act: Activation,
+        post_act: Option<Activation>,
+        device: &Device,
+    ) -> Self {
         TimestepEmbedding {
             linear_1: Linear::new(d_in, d, true, device),
             linear_2: Linear::new(d, d, true, device),
@@ -54,7 +71,9 @@ impl TimestepEmbedding {
 
     /// `[B, in] -> [B, D]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.linear_2.forward(self.act.forward(self.linear_1.forward(x)));
+        let h = self
+            .linear_2
+            .forward(self.act.forward(self.linear_1.forward(x)));
         match self.post_act {
             Some(a) => a.forward(h),
             None => h,

@@ -21,10 +21,18 @@ pub enum DecoderError {
     },
     /// A config field is inconsistent with the others (e.g. list lengths differ).
     #[error("{}invalid config field `{field}`: {message}", path_prefix(.path))]
-    InvalidConfig { path: Option<PathBuf>, field: String, message: String },
+    InvalidConfig {
+        path: Option<PathBuf>,
+        field: String,
+        message: String,
+    },
     /// An input tensor has the wrong shape.
     #[error("input `{name}` has shape {got:?}; expected {expected}")]
-    InputShape { name: String, expected: String, got: Vec<usize> },
+    InputShape {
+        name: String,
+        expected: String,
+        got: Vec<usize>,
+    },
     /// An argument is out of range (e.g. a guidance scale or a step count).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: String, message: String },
@@ -44,17 +52,36 @@ impl DecoderError {
     /// Attaches the config file path to config errors that lack one.
     pub fn with_path(self, p: impl Into<PathBuf>) -> Self {
         match self {
-            DecoderError::UnsupportedConfig { path: None, field, value, supported } => {
-                DecoderError::UnsupportedConfig { path: Some(p.into()), field, value, supported }
-            }
-            DecoderError::InvalidConfig { path: None, field, message } => {
-                DecoderError::InvalidConfig { path: Some(p.into()), field, message }
-            }
+            DecoderError::UnsupportedConfig {
+                path: None,
+                field,
+                value,
+                supported,
+            } => DecoderError::UnsupportedConfig {
+                path: Some(p.into()),
+                field,
+                value,
+                supported,
+            },
+            DecoderError::InvalidConfig {
+                path: None,
+                field,
+                message,
+            } => DecoderError::InvalidConfig {
+                path: Some(p.into()),
+                field,
+                message,
+            },
             other => other,
         }
     }
 
-    pub(crate) fn unsupported(field: impl Into<String>, value: impl std::fmt::Display, supported: &str) -> Self {
+    /// An [`UnsupportedConfig`](Self::UnsupportedConfig) error without a path.
+    pub fn unsupported(
+        field: impl Into<String>,
+        value: impl std::fmt::Display,
+        supported: &str,
+    ) -> Self {
         DecoderError::UnsupportedConfig {
             path: None,
             field: field.into(),
@@ -63,11 +90,21 @@ impl DecoderError {
         }
     }
 
-    pub(crate) fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        DecoderError::InvalidConfig { path: None, field: field.into(), message: message.into() }
+    /// An [`InvalidConfig`](Self::InvalidConfig) error without a path.
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        DecoderError::InvalidConfig {
+            path: None,
+            field: field.into(),
+            message: message.into(),
+        }
     }
 
-    pub(crate) fn shape(name: &str, expected: impl Into<String>, got: &[usize]) -> Self {
-        DecoderError::InputShape { name: name.to_string(), expected: expected.into(), got: got.to_vec() }
+    /// An [`InputShape`](Self::InputShape) error.
+    pub fn shape(name: &str, expected: impl Into<String>, got: &[usize]) -> Self {
+        DecoderError::InputShape {
+            name: name.to_string(),
+            expected: expected.into(),
+            got: got.to_vec(),
+        }
     }
 }

@@ -12,8 +12,6 @@
 //! - [`sampling`]: the decoder stage of the Karlo pipeline (classifier-free guidance on the eps
 //!   channels only, learned-range variance, clipping, final clamp to [-1, 1]).
 
-
-
 pub mod attention;
 pub mod blocks;
 pub mod config;
@@ -28,7 +26,7 @@ pub mod unet;
 pub use attention::{AddedKvAttention, CrossContext};
 pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
-pub use sampling::{DecoderRequest, TextConditioning, sample_decoder};
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
+pub use sampling::{DecoderRequest, TextConditioning, sample_decoder};
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};
 pub use unet::UNet2DConditionModel;

@@ -18,13 +18,19 @@ use unclip_nn::KeyMap;
 ///
 /// Every other key (`conv_in`, `time_embedding.linear_{1,2}`, `down_blocks.*`, `mid_block.*`,
 /// `up_blocks.*`, `conv_norm_out`, `conv_out`) is the module path itself.
-pub const DECODER_KEYMAP: KeyMap = KeyMap { renames: &[(r"\.to_out\.0\.", ".to_out.")], ignored: &[] };
+pub const DECODER_KEYMAP: KeyMap = KeyMap {
+    renames: &[(r"\.to_out\.0\.", ".to_out.")],
+    ignored: &[],
+};
 
 /// `kakaobrain/karlo-v1-alpha` `text_proj/` (diffusers `UnCLIPTextProjModel`): the keys are the
 /// module paths (`learned_classifier_free_guidance_embeddings`, `embedding_proj`,
 /// `clip_image_embeddings_project_to_time_embeddings`, `clip_extra_context_tokens_proj`,
 /// `encoder_hidden_states_proj`, `text_encoder_hidden_states_norm`); the table is the identity.
-pub const TEXT_PROJ_KEYMAP: KeyMap = KeyMap { renames: &[], ignored: &[] };
+pub const TEXT_PROJ_KEYMAP: KeyMap = KeyMap {
+    renames: &[],
+    ignored: &[],
+};
 
 #[cfg(test)]
 mod tests {
@@ -38,21 +44,38 @@ mod tests {
     use crate::{TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel, UnCLIPTextProjModel};
 
     fn module_keys<M: ModuleSnapshot>(m: &M) -> BTreeSet<String> {
-        m.collect(None, None, false).into_iter().map(|t| t.name.clone()).collect()
+        m.collect(None, None, false)
+            .into_iter()
+            .map(|t| t.name.clone())
+            .collect()
     }
 
     /// Every checkpoint key maps onto a module parameter of the same shape, and every parameter
     /// has a key.
     fn check_bijection<M: ModuleSnapshot>(dir: &std::path::Path, map: &KeyMap, model: &M) {
-        let ckpt = Checkpoint::open_dir(dir, "diffusion_pytorch_model").expect("checkpoint").remap(map).expect("remap");
+        let ckpt = Checkpoint::open_dir(dir, "diffusion_pytorch_model")
+            .expect("checkpoint")
+            .remap(map)
+            .expect("remap");
         let ck: BTreeSet<String> = ckpt.keys().into_iter().map(str::to_string).collect();
         let mk = module_keys(model);
         let unmapped: Vec<_> = ck.difference(&mk).collect();
         let missing: Vec<_> = mk.difference(&ck).collect();
-        assert!(unmapped.is_empty(), "checkpoint keys without a module parameter: {unmapped:?}");
-        assert!(missing.is_empty(), "module parameters without a checkpoint key: {missing:?}");
+        assert!(
+            unmapped.is_empty(),
+            "checkpoint keys without a module parameter: {unmapped:?}"
+        );
+        assert!(
+            missing.is_empty(),
+            "module parameters without a checkpoint key: {missing:?}"
+        );
         for t in model.collect(None, None, false) {
-            assert_eq!(ckpt.shape(&t.name), Some(t.shape.to_vec()), "shape of {}", t.name);
+            assert_eq!(
+                ckpt.shape(&t.name),
+                Some(t.shape.to_vec()),
+                "shape of {}",
+                t.name
+            );
         }
     }
 

@@ -14,7 +14,9 @@ use crate::config::TimeScaleShift;
 /// padding=k // 2)`); `weight [c_out, c_in, k, k]`, `bias [c_out]`.
 pub fn conv2d(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
     let p = k / 2;
-    Conv2dConfig::new([c_in, c_out], [k, k]).with_padding(PaddingConfig2d::Explicit(p, p, p, p)).init(device)
+    Conv2dConfig::new([c_in, c_out], [k, k])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .init(device)
 }
 
 /// torch `F.avg_pool2d(x, 2, 2)` (odd trailing rows / columns dropped, as torch floors).
@@ -22,14 +24,24 @@ pub fn conv2d(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
 pub fn avg_pool_2x(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
     let (ho, wo) = (h / 2, w / 2);
-    let x = if h % 2 == 1 || w % 2 == 1 { x.slice([0..b, 0..c, 0..ho * 2, 0..wo * 2]) } else { x };
-    x.reshape([b, c, ho, 2, wo, 2]).mean_dim(5).mean_dim(3).reshape([b, c, ho, wo])
+    let x = if h % 2 == 1 || w % 2 == 1 {
+        x.slice([0..b, 0..c, 0..ho * 2, 0..wo * 2])
+    } else {
+        x
+    };
+    x.reshape([b, c, ho, 2, wo, 2])
+        .mean_dim(5)
+        .mean_dim(3)
+        .reshape([b, c, ho, wo])
 }
 
 /// torch `F.interpolate(x, scale_factor=2.0, mode="nearest")`. `[B, C, H, W] -> [B, C, 2H, 2W]`.
 pub fn upsample_nearest_2x(x: Tensor<4>) -> Tensor<4> {
     let [b, c, h, w] = x.dims();
-    x.reshape([b, c, h, 1, w, 1]).repeat_dim(3, 2).repeat_dim(5, 2).reshape([b, c, 2 * h, 2 * w])
+    x.reshape([b, c, h, 1, w, 1])
+        .repeat_dim(3, 2)
+        .repeat_dim(5, 2)
+        .reshape([b, c, 2 * h, 2 * w])
 }
 
 /// What a resnet block does to the resolution.
@@ -91,7 +103,11 @@ pub struct ResnetBlock2D {
 impl ResnetBlock2D {
     pub fn new(cfg: &ResnetConfig, device: &Device) -> Self {
         let scale_shift = cfg.time_scale_shift == TimeScaleShift::ScaleShift;
-        let proj_out = if scale_shift { 2 * cfg.out_channels } else { cfg.out_channels };
+        let proj_out = if scale_shift {
+            2 * cfg.out_channels
+        } else {
+            cfg.out_channels
+        };
         ResnetBlock2D {
             norm1: GroupNorm::new(cfg.groups, cfg.in_channels, cfg.eps, device),
             conv1: conv2d(cfg.in_channels, cfg.out_channels, 3, device),
@@ -121,8 +137,16 @@ impl ResnetBlock2D {
             h = avg_pool_2x(h);
         }
         let h = self.conv1.forward(h);
-        let t = if self.skip_time_act { temb.clone() } else { self.act.forward(temb.clone()) };
-        let t: Tensor<4> = self.time_emb_proj.forward(t).unsqueeze_dim::<3>(2).unsqueeze_dim(3); // [B, P, 1, 1]
+        let t = if self.skip_time_act {
+            temb.clone()
+        } else {
+            self.act.forward(temb.clone())
+        };
+        let t: Tensor<4> = self
+            .time_emb_proj
+            .forward(t)
+            .unsqueeze_dim::<3>(2)
+            .unsqueeze_dim(3); // [B, P, 1, 1]
         let h = if self.scale_shift {
             let [b, p, _, _] = t.dims();
             let c = p / 2;
@@ -138,6 +162,10 @@ impl ResnetBlock2D {
             None => input,
         };
         let out = input + h;
-        if self.output_scale_factor != 1.0 { out / self.output_scale_factor } else { out }
+        if self.output_scale_factor != 1.0 {
+            out / self.output_scale_factor
+        } else {
+            out
+        }
     }
 }

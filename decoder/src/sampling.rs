@@ -63,7 +63,14 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     request: DecoderRequest,
     noise: &mut N,
 ) -> Result<Tensor<4>, DecoderError> {
-    let DecoderRequest { image_embeddings, text, uncond_text, guidance_scale, num_inference_steps, latents } = request;
+    let DecoderRequest {
+        image_embeddings,
+        text,
+        uncond_text,
+        guidance_scale,
+        num_inference_steps,
+        latents,
+    } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
     let cfg = uncond_text.is_some();
@@ -72,14 +79,20 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
             if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {
                 return Err(DecoderError::shape(
                     "uncond_text.prompt_embeds",
-                    format!("[{}, E] (rows of text.prompt_embeds)", text.prompt_embeds.dims()[0]),
+                    format!(
+                        "[{}, E] (rows of text.prompt_embeds)",
+                        text.prompt_embeds.dims()[0]
+                    ),
                     &u.prompt_embeds.dims(),
                 ));
             }
             if u.hidden_states.dims()[1] != text.hidden_states.dims()[1] {
                 return Err(DecoderError::shape(
                     "uncond_text.hidden_states",
-                    format!("[B, {}, E] (length of text.hidden_states)", text.hidden_states.dims()[1]),
+                    format!(
+                        "[B, {}, E] (length of text.hidden_states)",
+                        text.hidden_states.dims()[1]
+                    ),
                     &u.hidden_states.dims(),
                 ));
             }
@@ -95,7 +108,11 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let mask = text_proj.extend_attention_mask(mask); // [B', K + T]
     let l = cond.encoder_hidden_states.dims()[1];
     if mask.dims()[1] != l {
-        return Err(DecoderError::shape("text.mask", format!("[B, {}]", l - text_proj.clip_extra_context_tokens), &mask.dims()));
+        return Err(DecoderError::shape(
+            "text.mask",
+            format!("[B, {}]", l - text_proj.clip_extra_context_tokens),
+            &mask.dims(),
+        ));
     }
 
     scheduler.set_timesteps(num_inference_steps)?;
@@ -103,20 +120,32 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let latents = match latents {
         Some(x) => x,
         None => {
-            let [h, w] = unet.config.sample_size.map(|s| s.hw()).ok_or_else(|| DecoderError::InvalidArgument {
-                name: "latents".into(),
-                message: "the decoder config has no sample_size: pass the initial latents".into(),
+            let [h, w] = unet.config.sample_size.map(|s| s.hw()).ok_or_else(|| {
+                DecoderError::InvalidArgument {
+                    name: "latents".into(),
+                    message: "the decoder config has no sample_size: pass the initial latents"
+                        .into(),
+                }
             })?;
-            unclip_diffusion::randn(noise, [b, c, h, w], &device).map_err(unclip_diffusion::DiffusionError::from)?
+            unclip_diffusion::randn(noise, [b, c, h, w], &device)
+                .map_err(unclip_diffusion::DiffusionError::from)?
         }
     };
     let dims = latents.dims();
     if dims[0] != b || dims[1] != c {
-        return Err(DecoderError::shape("latents", format!("[{b}, {c}, H, W]"), &dims));
+        return Err(DecoderError::shape(
+            "latents",
+            format!("[{b}, {c}, H, W]"),
+            &dims,
+        ));
     }
     let mut x = latents * scheduler.init_noise_sigma();
     for (t, prev) in scheduler.timestep_pairs() {
-        let input = if cfg { cat2(x.clone(), x.clone()) } else { x.clone() };
+        let input = if cfg {
+            cat2(x.clone(), x.clone())
+        } else {
+            x.clone()
+        };
         let ts = Tensor::<1>::from_floats([t as f32], &device);
         let out = unet.forward(
             input,
@@ -125,7 +154,11 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
             Some(cond.additive_clip_time_embeddings.clone()),
             Some(mask.clone()),
         )?; // [B', 2C, H, W]
-        let out = if cfg { classifier_free_guidance(out, guidance_scale, Some(c))? } else { out };
+        let out = if cfg {
+            classifier_free_guidance(out, guidance_scale, Some(c))?
+        } else {
+            out
+        };
         x = scheduler.step(out, t, x, prev, noise)?.prev_sample;
     }
     Ok(x.clamp(-1.0, 1.0))

@@ -8,9 +8,9 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_nn::{Checkpoint, LayerNorm, Linear};
 
+use crate::DecoderError;
 use crate::config::TextProjConfig;
 use crate::load::TEXT_PROJ_KEYMAP;
-use crate::DecoderError;
 
 /// The decoder conditioning made by [`UnCLIPTextProjModel::forward`].
 #[derive(Debug, Clone)]
@@ -46,9 +46,17 @@ impl UnCLIPTextProjModel {
     pub fn new(cfg: &TextProjConfig, device: &Device) -> Self {
         let e = cfg.clip_embeddings_dim;
         UnCLIPTextProjModel {
-            learned_classifier_free_guidance_embeddings: Param::from_tensor(Tensor::zeros([e], device)),
+            learned_classifier_free_guidance_embeddings: Param::from_tensor(Tensor::zeros(
+                [e],
+                device,
+            )),
             embedding_proj: Linear::new(e, cfg.time_embed_dim, true, device),
-            clip_image_embeddings_project_to_time_embeddings: Linear::new(e, cfg.time_embed_dim, true, device),
+            clip_image_embeddings_project_to_time_embeddings: Linear::new(
+                e,
+                cfg.time_embed_dim,
+                true,
+                device,
+            ),
             clip_extra_context_tokens_proj: Linear::new(
                 e,
                 cfg.clip_extra_context_tokens * cfg.cross_attention_dim,
@@ -73,7 +81,8 @@ impl UnCLIPTextProjModel {
         let dir = dir.as_ref();
         let cfg = TextProjConfig::from_file(dir.join("config.json"))?;
         let model = Self::new(&cfg, device);
-        let ckpt = Checkpoint::open_dir(dir, "diffusion_pytorch_model")?.remap(&TEXT_PROJ_KEYMAP)?;
+        let ckpt =
+            Checkpoint::open_dir(dir, "diffusion_pytorch_model")?.remap(&TEXT_PROJ_KEYMAP)?;
         Ok(ckpt.load_into(model)?)
     }
 
@@ -101,10 +110,18 @@ impl UnCLIPTextProjModel {
         let e = self.clip_embeddings_dim();
         let [bi, ei] = image_embeddings.dims();
         if ei != e {
-            return Err(DecoderError::shape("image_embeddings", format!("[B, {e}]"), &image_embeddings.dims()));
+            return Err(DecoderError::shape(
+                "image_embeddings",
+                format!("[B, {e}]"),
+                &image_embeddings.dims(),
+            ));
         }
         let image_embeddings = if do_classifier_free_guidance {
-            let uncond = self.learned_classifier_free_guidance_embeddings.val().unsqueeze::<2>().expand([bi, e]);
+            let uncond = self
+                .learned_classifier_free_guidance_embeddings
+                .val()
+                .unsqueeze::<2>()
+                .expand([bi, e]);
             Tensor::cat(vec![uncond, image_embeddings], 0) // [2 Bi, E]
         } else {
             image_embeddings
@@ -113,7 +130,14 @@ impl UnCLIPTextProjModel {
         if prompt_embeds.dims() != [b, e] {
             return Err(DecoderError::shape(
                 "prompt_embeds",
-                format!("[{b}, {e}] (rows of image_embeddings{})", if do_classifier_free_guidance { " after CFG doubling" } else { "" }),
+                format!(
+                    "[{b}, {e}] (rows of image_embeddings{})",
+                    if do_classifier_free_guidance {
+                        " after CFG doubling"
+                    } else {
+                        ""
+                    }
+                ),
                 &prompt_embeds.dims(),
             ));
         }
@@ -125,16 +149,23 @@ impl UnCLIPTextProjModel {
                 &text_encoder_hidden_states.dims(),
             ));
         }
-        let additive = self.clip_image_embeddings_project_to_time_embeddings.forward(image_embeddings.clone())
+        let additive = self
+            .clip_image_embeddings_project_to_time_embeddings
+            .forward(image_embeddings.clone())
             + self.embedding_proj.forward(prompt_embeds); // [B, Dt]
         let k = self.clip_extra_context_tokens;
         let dc = self.cross_attention_dim();
         // [B, K*Dc] -> [B, Dc, K] -> [B, K, Dc]: token j, channel c = proj[c * K + j] (diffusers'
         // reshape(batch, -1, K).permute(0, 2, 1)).
-        let extra = self.clip_extra_context_tokens_proj.forward(image_embeddings).reshape([b, dc, k]).swap_dims(1, 2);
-        let text = self
-            .text_encoder_hidden_states_norm
-            .forward(self.encoder_hidden_states_proj.forward(text_encoder_hidden_states)); // [B, T, Dc]
+        let extra = self
+            .clip_extra_context_tokens_proj
+            .forward(image_embeddings)
+            .reshape([b, dc, k])
+            .swap_dims(1, 2);
+        let text = self.text_encoder_hidden_states_norm.forward(
+            self.encoder_hidden_states_proj
+                .forward(text_encoder_hidden_states),
+        ); // [B, T, Dc]
         Ok(TextProjOutput {
             encoder_hidden_states: Tensor::cat(vec![extra, text], 1),
             additive_clip_time_embeddings: additive,

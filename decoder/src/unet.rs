@@ -11,13 +11,13 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_nn::{Activation, Checkpoint, GroupNorm};
 
+use crate::DecoderError;
 use crate::attention::CrossContext;
 use crate::blocks::{AttnSettings, BlockSettings, DownBlock, MidBlock, UpBlock};
 use crate::config::{ClassEmbedType, DownBlockType, UNet2DConditionConfig, UpBlockType};
 use crate::embeddings::{TimestepEmbedding, timestep_proj};
 use crate::load::DECODER_KEYMAP;
 use crate::resnet::conv2d;
-use crate::DecoderError;
 
 /// The additive value diffusers' `UNet2DConditionModel` puts on masked context tokens.
 pub const ATTENTION_MASK_BIAS: f32 = -10000.0;
@@ -82,7 +82,10 @@ impl UNet2DConditionModel {
             ));
         }
         let mid_block = config.mid_block_type.as_ref().map(|_| {
-            let s = BlockSettings { output_scale_factor: config.mid_block_scale_factor, ..settings.clone() };
+            let s = BlockSettings {
+                output_scale_factor: config.mid_block_scale_factor,
+                ..settings.clone()
+            };
             let a = AttnSettings {
                 head_dim: layout.attention_head_dim[n - 1],
                 context_dim: layout.cross_attention_dim[n - 1],
@@ -123,7 +126,13 @@ impl UNet2DConditionModel {
         }
         Ok(UNet2DConditionModel {
             conv_in: conv2d(config.in_channels, ch[0], config.conv_in_kernel, device),
-            time_embedding: TimestepEmbedding::new(ch[0], t_dim, layout.act, layout.timestep_post_act, device),
+            time_embedding: TimestepEmbedding::new(
+                ch[0],
+                t_dim,
+                layout.act,
+                layout.timestep_post_act,
+                device,
+            ),
             down_blocks,
             mid_block,
             up_blocks,
@@ -193,9 +202,18 @@ impl UNet2DConditionModel {
         let [b, c, h, w] = sample.dims();
         let cfg = &self.config;
         if c != cfg.in_channels {
-            return Err(DecoderError::shape("sample", format!("[B, {}, H, W]", cfg.in_channels), &sample.dims()));
+            return Err(DecoderError::shape(
+                "sample",
+                format!("[B, {}, H, W]", cfg.in_channels),
+                &sample.dims(),
+            ));
         }
-        let factor = 1usize << (self.up_blocks.iter().filter(|u| !u.upsamplers.is_empty()).count());
+        let factor = 1usize
+            << (self
+                .up_blocks
+                .iter()
+                .filter(|u| !u.upsamplers.is_empty())
+                .count());
         if h % factor != 0 || w % factor != 0 || h == 0 || w == 0 {
             return Err(DecoderError::shape(
                 "sample",
@@ -222,13 +240,22 @@ impl UNet2DConditionModel {
             ));
         }
         let timesteps = broadcast_timesteps(timesteps, b)?;
-        let t_emb = timestep_proj(timesteps, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift);
+        let t_emb = timestep_proj(
+            timesteps,
+            cfg.block_out_channels[0],
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift,
+        );
         let mut emb = self.time_embedding.forward(t_emb); // [B, T]
         let t_dim = emb.dims()[1];
         match (&cfg.class_embed_type, class_labels) {
             (Some(ClassEmbedType::Identity), Some(cl)) => {
                 if cl.dims() != [b, t_dim] {
-                    return Err(DecoderError::shape("class_labels", format!("[{b}, {t_dim}]"), &cl.dims()));
+                    return Err(DecoderError::shape(
+                        "class_labels",
+                        format!("[{b}, {t_dim}]"),
+                        &cl.dims(),
+                    ));
                 }
                 emb = emb + cl;
             }
@@ -252,14 +279,25 @@ impl UNet2DConditionModel {
         let bias = match attention_mask {
             Some(m) => {
                 if m.dims() != [b, el] {
-                    return Err(DecoderError::shape("attention_mask", format!("[{b}, {el}]"), &m.dims()));
+                    return Err(DecoderError::shape(
+                        "attention_mask",
+                        format!("[{b}, {el}]"),
+                        &m.dims(),
+                    ));
                 }
                 Some((m.float().neg() + 1.0) * ATTENTION_MASK_BIAS) // [B, L]
             }
             None => None,
         };
-        let ctx = CrossContext { hidden_states: encoder_hidden_states, bias };
-        let sample = if cfg.center_input_sample { sample * 2.0 - 1.0 } else { sample };
+        let ctx = CrossContext {
+            hidden_states: encoder_hidden_states,
+            bias,
+        };
+        let sample = if cfg.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample
+        };
         let mut hs = self.conv_in.forward(sample); // [B, C0, H, W]
         let mut skips = vec![hs.clone()];
         for block in &self.down_blocks {
@@ -296,6 +334,10 @@ pub fn broadcast_timesteps(t: Tensor<1>, b: usize) -> Result<Tensor<1>, DecoderE
     } else if n == 1 {
         Ok(t.expand([b]))
     } else {
-        Err(DecoderError::shape("timesteps", format!("[1] or [{b}]"), &t.dims()))
+        Err(DecoderError::shape(
+            "timesteps",
+            format!("[1] or [{b}]"),
+            &t.dims(),
+        ))
     }
 }

@@ -2,7 +2,9 @@
 //! draws: text_proj -> decoder with classifier-free guidance -> `e2e.image_small`.
 
 use burn::tensor::{Bool, Device, Tensor};
-use unclip_decoder::{DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder};
+use unclip_decoder::{
+    DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder,
+};
 use unclip_diffusion::{ReplayNoise, UnCLIPScheduler};
 use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
 
@@ -13,7 +15,10 @@ fn mask(h: &HostTensor, device: &Device) -> Tensor<2, Bool> {
 /// Noise tensors the pipeline drew during `stage`, in order (io.json `e2e.scheduler_steps`).
 fn stage_noise(io: &Io, manifest: &serde_json::Value, stage: &str) -> ReplayNoise {
     let mut replay = ReplayNoise::new();
-    let steps = manifest["e2e"]["scheduler_steps"].as_array().cloned().unwrap_or_default();
+    let steps = manifest["e2e"]["scheduler_steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for step in steps.iter().filter(|s| s["stage"] == stage) {
         for name in step["noise"].as_array().cloned().unwrap_or_default() {
             let name = name.as_str().expect("noise name");
@@ -30,13 +35,18 @@ fn e2e_decoder_stage_reproduces_image_small() {
     let dir = fixture_dir("unclip_tiny");
     let io = Io::open_dir(&dir);
     let manifest = read_json(&dir.join("io.json"));
-    let unet = UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj = UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut scheduler = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    let unet =
+        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut scheduler =
+        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
 
     // Rows of the pipeline's text inputs: [uncond; cond].
     let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io.get("e2e.text_proj.text_encoder_hidden_states").float::<3>(&device);
+    let hidden = io
+        .get("e2e.text_proj.text_encoder_hidden_states")
+        .float::<3>(&device);
     let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
     let b = prompt.dims()[0] / 2;
     let text = TextConditioning {
@@ -50,7 +60,9 @@ fn e2e_decoder_stage_reproduces_image_small() {
         mask: text_mask.narrow(0, 0, b),
     };
     let steps = manifest["e2e"]["steps"]["decoder"].as_u64().expect("steps") as usize;
-    let guidance = manifest["e2e"]["guidance"]["decoder"].as_f64().expect("guidance") as f32;
+    let guidance = manifest["e2e"]["guidance"]["decoder"]
+        .as_f64()
+        .expect("guidance") as f32;
     let mut noise = stage_noise(&io, &manifest, "decoder");
     let request = DecoderRequest {
         image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
@@ -60,9 +72,19 @@ fn e2e_decoder_stage_reproduces_image_small() {
         num_inference_steps: steps,
         latents: Some(io.get("e2e.decoder_latents").float(&device)),
     };
-    let image_small = sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
-    assert_eq!(noise.remaining(), 0, "every recorded decoder noise tensor is consumed");
-    assert_close("e2e.image_small", image_small, io.get("e2e.image_small"), 1e-4);
+    let image_small =
+        sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
+    assert_eq!(
+        noise.remaining(),
+        0,
+        "every recorded decoder noise tensor is consumed"
+    );
+    assert_close(
+        "e2e.image_small",
+        image_small,
+        io.get("e2e.image_small"),
+        1e-4,
+    );
 }
 
 #[test]
@@ -70,11 +92,16 @@ fn sampling_without_guidance_draws_its_own_latents() {
     let device = test_device();
     let dir = fixture_dir("unclip_tiny");
     let io = Io::open_dir(&dir);
-    let unet = UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj = UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut scheduler = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    let unet =
+        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut scheduler =
+        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
     let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io.get("e2e.text_proj.text_encoder_hidden_states").float::<3>(&device);
+    let hidden = io
+        .get("e2e.text_proj.text_encoder_hidden_states")
+        .float::<3>(&device);
     let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
     let b = prompt.dims()[0] / 2;
     let request = DecoderRequest {

@@ -105,9 +105,12 @@ fn load_scheduler(dir: &Path, cfg: &str) -> UnCLIPScheduler {
     UnCLIPScheduler::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// `(config folder, N or t)` pairs.
+type Runs = BTreeSet<(String, usize)>;
+
 /// `(cfg, n)` of every `trace.<cfg>.N<n>.timesteps`, and `(cfg, t)` of every
 /// `trace.<cfg>.single_t<t>.sample`.
-fn discover(io: &Io) -> (BTreeSet<(String, usize)>, BTreeSet<(String, usize)>) {
+fn discover(io: &Io) -> (Runs, Runs) {
     let mut chains = BTreeSet::new();
     let mut singles = BTreeSet::new();
     for name in io.names_with_prefix("trace.") {

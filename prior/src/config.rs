@@ -127,7 +127,10 @@ impl TimeActivation {
 }
 
 fn unsupported(field: &'static str, value: impl std::fmt::Debug) -> PriorError {
-    PriorError::UnsupportedConfig { field, value: format!("{value:?}") }
+    PriorError::UnsupportedConfig {
+        field,
+        value: format!("{value:?}"),
+    }
 }
 
 /// `None` or `Some("layer")`, else an error naming `field`.
@@ -141,7 +144,13 @@ fn layer_or_none(field: &'static str, v: &Option<String>) -> Result<bool, PriorE
 
 impl PriorTransformerConfig {
     /// A tiny configuration for tests and examples (`heads * head_dim` inner width).
-    pub fn tiny(embedding_dim: usize, num_embeddings: usize, heads: usize, head_dim: usize, layers: usize) -> Self {
+    pub fn tiny(
+        embedding_dim: usize,
+        num_embeddings: usize,
+        heads: usize,
+        head_dim: usize,
+        layers: usize,
+    ) -> Self {
         PriorTransformerConfig {
             num_attention_heads: heads,
             attention_head_dim: head_dim,
@@ -240,7 +249,10 @@ impl PriorTransformerConfig {
     pub fn to_json_value(&self) -> serde_json::Value {
         let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
         if let serde_json::Value::Object(map) = &mut v {
-            map.insert("_class_name".into(), serde_json::Value::String("PriorTransformer".into()));
+            map.insert(
+                "_class_name".into(),
+                serde_json::Value::String("PriorTransformer".into()),
+            );
         }
         v
     }
@@ -277,9 +289,21 @@ mod tests {
         }
         let mut c = PriorTransformerConfig::default();
         c.time_embed_act_fn = "mish".into();
-        assert!(matches!(c.validate(), Err(PriorError::UnsupportedConfig { field: "time_embed_act_fn", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(PriorError::UnsupportedConfig {
+                field: "time_embed_act_fn",
+                ..
+            })
+        ));
         let mut c = PriorTransformerConfig::default();
         c.norm_in_type = Some("rms".into());
-        assert!(matches!(c.validate(), Err(PriorError::UnsupportedConfig { field: "norm_in_type", .. })));
+        assert!(matches!(
+            c.validate(),
+            Err(PriorError::UnsupportedConfig {
+                field: "norm_in_type",
+                ..
+            })
+        ));
     }
 }

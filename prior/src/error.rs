@@ -13,7 +13,11 @@ pub enum PriorError {
     UnsupportedConfig { field: &'static str, value: String },
     /// An input of the wrong shape.
     #[error("prior input `{input}` has shape {found:?}, expected {expected}")]
-    Shape { input: &'static str, expected: String, found: Vec<usize> },
+    Shape {
+        input: &'static str,
+        expected: String,
+        found: Vec<usize>,
+    },
     /// An invalid argument (guidance scale, number of candidates, steps, ...).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: &'static str, message: String },
@@ -24,6 +28,10 @@ pub enum PriorError {
 
 impl PriorError {
     pub(crate) fn shape(input: &'static str, expected: impl Into<String>, found: &[usize]) -> Self {
-        PriorError::Shape { input, expected: expected.into(), found: found.to_vec() }
+        PriorError::Shape {
+            input,
+            expected: expected.into(),
+            found: found.to_vec(),
+        }
     }
 }

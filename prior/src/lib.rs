@@ -20,8 +20,8 @@ pub use config::{PriorTransformerConfig, TimeActivation};
 pub use error::PriorError;
 pub use load::{CONFIG_FILE, KARLO_PRIOR_KEYS, WEIGHTS_STEM, save_key};
 pub use model::{
-    FeedForward, PRIOR_MASK_VALUE, PriorConditioning, PriorTransformer, SelfAttention, TimestepEmbedding,
-    TransformerBlock, causal_mask,
+    FeedForward, PRIOR_MASK_VALUE, PriorConditioning, PriorTransformer, SelfAttention,
+    TimestepEmbedding, TransformerBlock, causal_mask,
 };
-pub mod train;
 pub mod sample;
+pub mod train;

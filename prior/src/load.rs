@@ -69,7 +69,11 @@ impl PriorTransformer {
     }
 
     /// Builds a prior of `config` and loads `ckpt` (diffusers keys) into it strictly.
-    pub fn from_checkpoint(config: &PriorTransformerConfig, ckpt: Checkpoint, device: &Device) -> Result<Self, PriorError> {
+    pub fn from_checkpoint(
+        config: &PriorTransformerConfig,
+        ckpt: Checkpoint,
+        device: &Device,
+    ) -> Result<Self, PriorError> {
         let model = PriorTransformer::new(config, device)?;
         Ok(ckpt.remap(&KARLO_PRIOR_KEYS)?.load_into(model)?)
     }
@@ -80,12 +84,18 @@ impl PriorTransformer {
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), PriorError> {
         let dir = dir.as_ref();
         let path = dir.join(format!("{WEIGHTS_STEM}.safetensors"));
-        let werr = |m: String| LoadError::Write { path: path.clone(), message: m };
+        let werr = |m: String| LoadError::Write {
+            path: path.clone(),
+            message: m,
+        };
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for t in self.collect(None, None, false) {
             let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
             if dtype != DType::F32 {
-                return Err(werr(format!("tensor {name} has dtype {dtype:?}; only f32 is saved")).into());
+                return Err(werr(format!(
+                    "tensor {name} has dtype {dtype:?}; only f32 is saved"
+                ))
+                .into());
             }
             owned.push((save_key(&name), shape.to_vec(), bytes.to_vec()));
         }
@@ -111,11 +121,23 @@ mod tests {
     #[test]
     fn save_key_inverts_the_rename_table() {
         for (ckpt, module) in [
-            ("transformer_blocks.3.attn1.to_out.0.weight", "transformer_blocks.3.attn1.to_out.weight"),
-            ("transformer_blocks.0.ff.net.0.proj.bias", "transformer_blocks.0.ff.proj_in.bias"),
-            ("transformer_blocks.12.ff.net.2.weight", "transformer_blocks.12.ff.proj_out.weight"),
+            (
+                "transformer_blocks.3.attn1.to_out.0.weight",
+                "transformer_blocks.3.attn1.to_out.weight",
+            ),
+            (
+                "transformer_blocks.0.ff.net.0.proj.bias",
+                "transformer_blocks.0.ff.proj_in.bias",
+            ),
+            (
+                "transformer_blocks.12.ff.net.2.weight",
+                "transformer_blocks.12.ff.proj_out.weight",
+            ),
             ("proj_in.weight", "proj_in.weight"),
-            ("transformer_blocks.1.attn1.to_q.weight", "transformer_blocks.1.attn1.to_q.weight"),
+            (
+                "transformer_blocks.1.attn1.to_q.weight",
+                "transformer_blocks.1.attn1.to_q.weight",
+            ),
         ] {
             assert_eq!(save_key(module), ckpt);
             let mut k = ckpt.to_string();

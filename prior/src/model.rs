@@ -15,7 +15,9 @@
 
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
-use unclip_nn::{Activation, LayerNorm, Linear, merge_heads, scaled_dot_product, split_heads, timestep_embedding};
+use unclip_nn::{
+    Activation, LayerNorm, Linear, merge_heads, scaled_dot_product, split_heads, timestep_embedding,
+};
 
 use crate::{PriorError, PriorTransformerConfig};
 
@@ -39,7 +41,8 @@ pub struct TimestepEmbedding {
 impl TimestepEmbedding {
     /// `[B, inner] -> [B, inner]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2.forward(self.act.forward(self.linear_1.forward(x)))
+        self.linear_2
+            .forward(self.act.forward(self.linear_1.forward(x)))
     }
 }
 
@@ -82,7 +85,8 @@ pub struct FeedForward {
 
 impl FeedForward {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.proj_out.forward(burn::tensor::activation::gelu(self.proj_in.forward(x)))
+        self.proj_out
+            .forward(burn::tensor::activation::gelu(self.proj_in.forward(x)))
     }
 }
 
@@ -110,7 +114,10 @@ impl TransformerBlock {
                 head_dim,
             },
             norm3: LayerNorm::new(dim, LN_EPS, device),
-            ff: FeedForward { proj_in: Linear::new(dim, 4 * dim, true, device), proj_out: Linear::new(4 * dim, dim, true, device) },
+            ff: FeedForward {
+                proj_in: Linear::new(dim, 4 * dim, true, device),
+                proj_out: Linear::new(4 * dim, dim, true, device),
+            },
         }
     }
 
@@ -150,7 +157,10 @@ impl PriorConditioning {
         }
         Ok(PriorConditioning {
             proj_embedding: self.proj_embedding.clone().narrow(0, a, b - a),
-            encoder_hidden_states: self.encoder_hidden_states.clone().map(|t| t.narrow(0, a, b - a)),
+            encoder_hidden_states: self
+                .encoder_hidden_states
+                .clone()
+                .map(|t| t.narrow(0, a, b - a)),
             attention_mask: self.attention_mask.clone().map(|t| t.narrow(0, a, b - a)),
         })
     }
@@ -166,7 +176,9 @@ impl PriorConditioning {
             proj_embedding: rep2(self.proj_embedding.clone(), n),
             encoder_hidden_states: self.encoder_hidden_states.clone().map(|t| {
                 let [b, l, d] = t.dims();
-                t.unsqueeze_dim::<4>(1).repeat_dim(1, n).reshape([b * n, l, d])
+                t.unsqueeze_dim::<4>(1)
+                    .repeat_dim(1, n)
+                    .reshape([b * n, l, d])
             }),
             attention_mask: self.attention_mask.clone().map(|t| rep2(t, n)),
         }
@@ -184,11 +196,23 @@ impl PriorConditioning {
                 Ok(())
             }
         };
-        both(self.encoder_hidden_states.is_some(), other.encoder_hidden_states.is_some(), "encoder_hidden_states")?;
-        both(self.attention_mask.is_some(), other.attention_mask.is_some(), "attention_mask")?;
+        both(
+            self.encoder_hidden_states.is_some(),
+            other.encoder_hidden_states.is_some(),
+            "encoder_hidden_states",
+        )?;
+        both(
+            self.attention_mask.is_some(),
+            other.attention_mask.is_some(),
+            "attention_mask",
+        )?;
         Ok(PriorConditioning {
-            proj_embedding: Tensor::cat(vec![self.proj_embedding.clone(), other.proj_embedding.clone()], 0),
-            encoder_hidden_states: match (&self.encoder_hidden_states, &other.encoder_hidden_states) {
+            proj_embedding: Tensor::cat(
+                vec![self.proj_embedding.clone(), other.proj_embedding.clone()],
+                0,
+            ),
+            encoder_hidden_states: match (&self.encoder_hidden_states, &other.encoder_hidden_states)
+            {
                 (Some(a), Some(b)) => Some(Tensor::cat(vec![a.clone(), b.clone()], 0)),
                 _ => None,
             },
@@ -250,15 +274,33 @@ impl PriorTransformer {
                 act: config.time_activation()?.to_nn(),
             },
             proj_in: Linear::new(e, inner, true, device),
-            embedding_proj_norm: config.has_embedding_proj_norm()?.then(|| LayerNorm::new(epd, LN_EPS, device)),
+            embedding_proj_norm: config
+                .has_embedding_proj_norm()?
+                .then(|| LayerNorm::new(epd, LN_EPS, device)),
             embedding_proj: Linear::new(epd, inner, true, device),
-            encoder_hidden_states_proj: config.has_encoder_hid_proj()?.then(|| Linear::new(e, inner, true, device)),
-            positional_embedding: Param::from_tensor(Tensor::zeros([1, config.seq_len(), inner], device)),
-            prd_embedding: config.has_prd()?.then(|| Param::from_tensor(Tensor::zeros([1, 1, inner], device))),
+            encoder_hidden_states_proj: config
+                .has_encoder_hid_proj()?
+                .then(|| Linear::new(e, inner, true, device)),
+            positional_embedding: Param::from_tensor(Tensor::zeros(
+                [1, config.seq_len(), inner],
+                device,
+            )),
+            prd_embedding: config
+                .has_prd()?
+                .then(|| Param::from_tensor(Tensor::zeros([1, 1, inner], device))),
             transformer_blocks: (0..config.num_layers)
-                .map(|_| TransformerBlock::new(inner, config.num_attention_heads, config.attention_head_dim, device))
+                .map(|_| {
+                    TransformerBlock::new(
+                        inner,
+                        config.num_attention_heads,
+                        config.attention_head_dim,
+                        device,
+                    )
+                })
                 .collect(),
-            norm_in: config.has_norm_in()?.then(|| LayerNorm::new(inner, LN_EPS, device)),
+            norm_in: config
+                .has_norm_in()?
+                .then(|| LayerNorm::new(inner, LN_EPS, device)),
             norm_out: LayerNorm::new(inner, LN_EPS, device),
             proj_to_clip_embeddings: Linear::new(inner, clip, true, device),
             clip_mean: Param::from_tensor(Tensor::zeros([1, clip], device)),
@@ -269,13 +311,21 @@ impl PriorTransformer {
 
     /// Like [`Self::new`] but with small random positional / prd embeddings (useful to train
     /// from scratch, where all-zero query tokens slow the start).
-    pub fn new_random(config: &PriorTransformerConfig, device: &Device) -> Result<Self, PriorError> {
+    pub fn new_random(
+        config: &PriorTransformerConfig,
+        device: &Device,
+    ) -> Result<Self, PriorError> {
         let mut m = Self::new(config, device)?;
         let pe = m.positional_embedding.dims();
-        m.positional_embedding = Param::from_tensor(Tensor::random(pe, Distribution::Normal(0.0, 0.02), device));
+        m.positional_embedding =
+            Param::from_tensor(Tensor::random(pe, Distribution::Normal(0.0, 0.02), device));
         if m.prd_embedding.is_some() {
             let d = config.inner_dim();
-            m.prd_embedding = Some(Param::from_tensor(Tensor::random([1, 1, d], Distribution::Normal(0.0, 0.02), device)));
+            m.prd_embedding = Some(Param::from_tensor(Tensor::random(
+                [1, 1, d],
+                Distribution::Normal(0.0, 0.02),
+                device,
+            )));
         }
         Ok(m)
     }
@@ -296,11 +346,20 @@ impl PriorTransformer {
     /// `additional_embeddings` tokens, plus the causal `-10000` upper triangle; without a mask no
     /// bias at all. With `added_emb_type = null` the output is the token after the
     /// additional tokens (x_t's position) instead of the prd token.
-    pub fn forward(&self, hidden_states: Tensor<2>, timesteps: Tensor<1>, cond: &PriorConditioning) -> Result<Tensor<2>, PriorError> {
+    pub fn forward(
+        &self,
+        hidden_states: Tensor<2>,
+        timesteps: Tensor<1>,
+        cond: &PriorConditioning,
+    ) -> Result<Tensor<2>, PriorError> {
         let cfg = &self.config;
         let [b, e] = hidden_states.dims();
         if e != cfg.embedding_dim {
-            return Err(PriorError::shape("hidden_states", format!("[B, {}]", cfg.embedding_dim), &[b, e]));
+            return Err(PriorError::shape(
+                "hidden_states",
+                format!("[B, {}]", cfg.embedding_dim),
+                &[b, e],
+            ));
         }
         let device = hidden_states.device();
         let inner = cfg.inner_dim();
@@ -309,7 +368,13 @@ impl PriorTransformer {
         let timesteps = match timesteps.dims()[0] {
             n if n == b => timesteps,
             1 => timesteps.expand([b]),
-            n => return Err(PriorError::shape("timesteps", format!("[{b}] or [1]"), &[n])),
+            n => {
+                return Err(PriorError::shape(
+                    "timesteps",
+                    format!("[{b}] or [1]"),
+                    &[n],
+                ));
+            }
         };
         let t_emb = timestep_embedding(timesteps, inner, true, 0.0);
         let time_embeddings = self.time_embedding.forward(t_emb); // [B, inner]
@@ -318,7 +383,11 @@ impl PriorTransformer {
         let pe = cond.proj_embedding.clone();
         let [pb, pd] = pe.dims();
         if pb != b || pd != cfg.embedding_proj_dim() {
-            return Err(PriorError::shape("proj_embedding", format!("[{b}, {}]", cfg.embedding_proj_dim()), &[pb, pd]));
+            return Err(PriorError::shape(
+                "proj_embedding",
+                format!("[{b}, {}]", cfg.embedding_proj_dim()),
+                &[pb, pd],
+            ));
         }
         let pe = match &self.embedding_proj_norm {
             Some(n) => n.forward(pe),
@@ -329,11 +398,18 @@ impl PriorTransformer {
         // Token states -> [B, T, inner].
         let mut tokens: Vec<Tensor<3>> = Vec::with_capacity(5);
         let mut text_len = 0;
-        match (&self.encoder_hidden_states_proj, &cond.encoder_hidden_states) {
+        match (
+            &self.encoder_hidden_states_proj,
+            &cond.encoder_hidden_states,
+        ) {
             (Some(proj), Some(ehs)) => {
                 let [eb, t, ed] = ehs.dims();
                 if eb != b || ed != cfg.embedding_dim {
-                    return Err(PriorError::shape("encoder_hidden_states", format!("[{b}, T, {}]", cfg.embedding_dim), &[eb, t, ed]));
+                    return Err(PriorError::shape(
+                        "encoder_hidden_states",
+                        format!("[{b}, T, {}]", cfg.embedding_dim),
+                        &[eb, t, ed],
+                    ));
                 }
                 text_len = t;
                 tokens.push(proj.forward(ehs.clone()));
@@ -341,14 +417,20 @@ impl PriorTransformer {
             (Some(_), None) => {
                 return Err(PriorError::InvalidArgument {
                     name: "encoder_hidden_states",
-                    message: "this prior (encoder_hid_proj_type = linear) needs the text token states".into(),
+                    message:
+                        "this prior (encoder_hid_proj_type = linear) needs the text token states"
+                            .into(),
                 });
             }
             // diffusers would concatenate unprojected states; only meaningful when widths agree.
             (None, Some(ehs)) => {
                 let [eb, t, ed] = ehs.dims();
                 if eb != b || ed != inner {
-                    return Err(PriorError::shape("encoder_hidden_states", format!("[{b}, T, {inner}]"), &[eb, t, ed]));
+                    return Err(PriorError::shape(
+                        "encoder_hidden_states",
+                        format!("[{b}, T, {inner}]"),
+                        &[eb, t, ed],
+                    ));
                 }
                 text_len = t;
                 tokens.push(ehs.clone());
@@ -372,16 +454,27 @@ impl PriorTransformer {
         if p < seq {
             let back = usize::from(self.prd_embedding.is_some());
             if p + additional_len + back != seq {
-                return Err(PriorError::shape("positional_embedding", format!("[1, {seq}, {inner}]"), &[1, p, inner]));
+                return Err(PriorError::shape(
+                    "positional_embedding",
+                    format!("[1, {seq}, {inner}]"),
+                    &[1, p, inner],
+                ));
             }
             pos = Tensor::cat(
-                vec![Tensor::zeros([1, additional_len, inner], &device), pos, Tensor::zeros([1, back, inner], &device)],
+                vec![
+                    Tensor::zeros([1, additional_len, inner], &device),
+                    pos,
+                    Tensor::zeros([1, back, inner], &device),
+                ],
                 1,
             );
         } else if p > seq {
             return Err(PriorError::shape(
                 "encoder_hidden_states",
-                format!("{} text tokens (positional embedding length {p})", p - (seq - text_len)),
+                format!(
+                    "{} text tokens (positional embedding length {p})",
+                    p - (seq - text_len)
+                ),
                 &[b, text_len, cfg.embedding_dim],
             ));
         }
@@ -395,12 +488,18 @@ impl PriorTransformer {
                 if mb != b || ml + cfg.additional_embeddings != seq || seq != cfg.seq_len() {
                     return Err(PriorError::shape(
                         "attention_mask",
-                        format!("[{b}, {}]", cfg.seq_len().saturating_sub(cfg.additional_embeddings)),
+                        format!(
+                            "[{b}, {}]",
+                            cfg.seq_len().saturating_sub(cfg.additional_embeddings)
+                        ),
                         &[mb, ml],
                     ));
                 }
                 let pad = (mask.clone().float().neg() + 1.0) * PRIOR_MASK_VALUE; // [B, T]
-                let pad = Tensor::cat(vec![pad, Tensor::zeros([b, cfg.additional_embeddings], &device)], 1); // [B, S]
+                let pad = Tensor::cat(
+                    vec![pad, Tensor::zeros([b, cfg.additional_embeddings], &device)],
+                    1,
+                ); // [B, S]
                 let causal = causal_mask(seq, &device); // [S, S]
                 Some((pad.unsqueeze_dim::<3>(1) + causal.unsqueeze::<3>()).unsqueeze_dim::<4>(1))
             }
@@ -413,7 +512,11 @@ impl PriorTransformer {
             h = block.forward(h, bias.clone());
         }
         // LayerNorm acts per token, so selecting the output token first is equivalent.
-        let out_index = if self.prd_embedding.is_some() { seq - 1 } else { additional_len };
+        let out_index = if self.prd_embedding.is_some() {
+            seq - 1
+        } else {
+            additional_len
+        };
         let last = h.narrow(1, out_index, 1).reshape([b, inner]); // [B, inner]
         let last = self.norm_out.forward(last);
         Ok(self.proj_to_clip_embeddings.forward(last)) // [B, clip]

@@ -29,7 +29,11 @@ pub struct PriorSampleConfig {
 
 impl Default for PriorSampleConfig {
     fn default() -> Self {
-        PriorSampleConfig { num_inference_steps: 25, guidance_scale: 4.0, num_candidates: 1 }
+        PriorSampleConfig {
+            num_inference_steps: 25,
+            guidance_scale: 4.0,
+            num_candidates: 1,
+        }
     }
 }
 
@@ -81,13 +85,22 @@ pub fn sample<N: NoiseSource + ?Sized>(
     let b = cond.batch();
     let n = config.num_candidates;
     if b == 0 {
-        return Err(PriorError::InvalidArgument { name: "cond", message: "empty batch".into() });
+        return Err(PriorError::InvalidArgument {
+            name: "cond",
+            message: "empty batch".into(),
+        });
     }
     if n == 0 {
-        return Err(PriorError::InvalidArgument { name: "num_candidates", message: "must be at least 1".into() });
+        return Err(PriorError::InvalidArgument {
+            name: "num_candidates",
+            message: "must be at least 1".into(),
+        });
     }
     if !config.guidance_scale.is_finite() {
-        return Err(PriorError::InvalidArgument { name: "guidance_scale", message: format!("{} is not finite", config.guidance_scale) });
+        return Err(PriorError::InvalidArgument {
+            name: "guidance_scale",
+            message: format!("{} is not finite", config.guidance_scale),
+        });
     }
     let rows = b * n;
     let e = prior.config().embedding_dim;
@@ -99,12 +112,21 @@ pub fn sample<N: NoiseSource + ?Sized>(
     let model_cond = if do_cfg {
         let u = uncond.ok_or_else(|| PriorError::InvalidArgument {
             name: "uncond",
-            message: format!("guidance_scale {} > 1 needs the unconditional conditioning", config.guidance_scale),
+            message: format!(
+                "guidance_scale {} > 1 needs the unconditional conditioning",
+                config.guidance_scale
+            ),
         })?;
         let u = match u.batch() {
             1 => u.repeat_interleave(rows),
             ub if ub == b => u.repeat_interleave(n),
-            ub => return Err(PriorError::shape("uncond.proj_embedding", format!("[1, ..] or [{b}, ..]"), &[ub])),
+            ub => {
+                return Err(PriorError::shape(
+                    "uncond.proj_embedding",
+                    format!("[1, ..] or [{b}, ..]"),
+                    &[ub],
+                ));
+            }
         };
         u.cat(&cond_n)? // [2BN, ..]
     } else {
@@ -127,12 +149,25 @@ pub fn sample<N: NoiseSource + ?Sized>(
     let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
     for (index, (t, prev)) in pairs.into_iter().enumerate() {
-        let input = if do_cfg { Tensor::cat(vec![x.clone(), x.clone()], 0) } else { x.clone() }; // [2BN | BN, E]
+        let input = if do_cfg {
+            Tensor::cat(vec![x.clone(), x.clone()], 0)
+        } else {
+            x.clone()
+        }; // [2BN | BN, E]
         let tt = Tensor::<1>::from_data(TensorData::new(vec![t as f32], [1]), &device);
         let pred = prior.forward(input, tt, &model_cond)?;
-        let pred = if do_cfg { classifier_free_guidance(pred, config.guidance_scale, None)? } else { pred };
+        let pred = if do_cfg {
+            classifier_free_guidance(pred, config.guidance_scale, None)?
+        } else {
+            pred
+        };
         x = scheduler.step(pred, t, x, prev, noise)?.prev_sample;
-        progress(&PriorStep { index, total, timestep: t, latents: &x });
+        progress(&PriorStep {
+            index,
+            total,
+            timestep: t,
+            latents: &x,
+        });
     }
 
     // Rerank in CLIP space by the dot product with the text embedding.
@@ -140,30 +175,53 @@ pub fn sample<N: NoiseSource + ?Sized>(
     let emb = prior.post_process_latents(x); // [BN, clip]
     let text = cond_n.proj_embedding.clone(); // [BN, Ep]
     if text.dims()[1] != clip {
-        return Err(PriorError::shape("cond.proj_embedding", format!("[B, {clip}] to rerank candidates"), &text.dims()));
+        return Err(PriorError::shape(
+            "cond.proj_embedding",
+            format!("[B, {clip}] to rerank candidates"),
+            &text.dims(),
+        ));
     }
     let scores = (emb.clone() * text).sum_dim(1).reshape([b, n]); // [B, N]
     let chosen: Vec<usize> = host_argmax(scores.clone(), b, n)?;
-    let indices: Vec<i64> = chosen.iter().enumerate().map(|(i, &c)| (i * n + c) as i64).collect();
+    let indices: Vec<i64> = chosen
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| (i * n + c) as i64)
+        .collect();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(indices, [b]), &device);
     let image_embeddings = emb.clone().select(0, idx); // [B, clip]
-    Ok(PriorSample { image_embeddings, candidates: emb.reshape([b, n, clip]), scores, chosen })
+    Ok(PriorSample {
+        image_embeddings,
+        candidates: emb.reshape([b, n, clip]),
+        scores,
+        chosen,
+    })
 }
 
 /// Row-wise argmax of `[B, N]` on the host (first maximum wins).
 fn host_argmax(scores: Tensor<2>, b: usize, n: usize) -> Result<Vec<usize>, PriorError> {
-    let v: Vec<f32> = scores.into_data().convert::<f32>().try_to_vec::<f32>().map_err(|e| PriorError::InvalidArgument {
-        name: "scores",
-        message: format!("cannot read candidate scores: {e:?}"),
-    })?;
+    let v: Vec<f32> = scores
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|e| PriorError::InvalidArgument {
+            name: "scores",
+            message: format!("cannot read candidate scores: {e:?}"),
+        })?;
     if v.len() != b * n {
-        return Err(PriorError::shape("scores", format!("[{b}, {n}]"), &[v.len()]));
+        return Err(PriorError::shape(
+            "scores",
+            format!("[{b}, {n}]"),
+            &[v.len()],
+        ));
     }
     Ok(v.chunks(n)
         .map(|row| {
             row.iter()
                 .enumerate()
-                .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &s)| if s > bv { (i, s) } else { (bi, bv) })
+                .fold((0usize, f32::NEG_INFINITY), |(bi, bv), (i, &s)| {
+                    if s > bv { (i, s) } else { (bi, bv) }
+                })
                 .0
         })
         .collect())

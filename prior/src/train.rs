@@ -31,8 +31,10 @@ use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
-use unclip_diffusion::{NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective};
 use serde::{Deserialize, Serialize};
+use unclip_diffusion::{
+    NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
+};
 
 use crate::{PriorConditioning, PriorError, PriorTransformer};
 
@@ -53,7 +55,13 @@ pub struct TrainConfig {
 
 impl Default for TrainConfig {
     fn default() -> Self {
-        TrainConfig { learning_rate: 1e-4, ema_decay: Some(0.9999), cond_drop_prob: 0.1, num_train_timesteps: 1000, seed: 0 }
+        TrainConfig {
+            learning_rate: 1e-4,
+            ema_decay: Some(0.9999),
+            cond_drop_prob: 0.1,
+            num_train_timesteps: 1000,
+            seed: 0,
+        }
     }
 }
 
@@ -92,7 +100,10 @@ pub struct PriorTrainer {
 
 impl std::fmt::Debug for PriorTrainer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PriorTrainer").field("step", &self.step).field("config", &self.config).finish()
+        f.debug_struct("PriorTrainer")
+            .field("step", &self.step)
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -131,7 +142,12 @@ impl ModuleMapper for Blend {
 impl PriorTrainer {
     /// Starts training `model` (moved to `device`, which should be an autodiff device such as
     /// `Device::flex().autodiff()`). `uncond` is the empty prompt's conditioning (one row).
-    pub fn new(model: PriorTransformer, uncond: PriorConditioning, config: TrainConfig, device: &Device) -> Result<Self, PriorError> {
+    pub fn new(
+        model: PriorTransformer,
+        uncond: PriorConditioning,
+        config: TrainConfig,
+        device: &Device,
+    ) -> Result<Self, PriorError> {
         Self::with_step(model, None, uncond, config, 0, device)
     }
 
@@ -144,21 +160,37 @@ impl PriorTrainer {
         device: &Device,
     ) -> Result<Self, PriorError> {
         if !(0.0..=1.0).contains(&config.cond_drop_prob) {
-            return Err(PriorError::InvalidArgument { name: "cond_drop_prob", message: format!("{} is not in [0, 1]", config.cond_drop_prob) });
+            return Err(PriorError::InvalidArgument {
+                name: "cond_drop_prob",
+                message: format!("{} is not in [0, 1]", config.cond_drop_prob),
+            });
         }
         if let Some(d) = config.ema_decay
             && !(0.0..1.0).contains(&d)
         {
-            return Err(PriorError::InvalidArgument { name: "ema_decay", message: format!("{d} is not in [0, 1)") });
+            return Err(PriorError::InvalidArgument {
+                name: "ema_decay",
+                message: format!("{d} is not in [0, 1)"),
+            });
         }
         if config.num_train_timesteps == 0 {
-            return Err(PriorError::InvalidArgument { name: "num_train_timesteps", message: "must be positive".into() });
+            return Err(PriorError::InvalidArgument {
+                name: "num_train_timesteps",
+                message: "must be positive".into(),
+            });
         }
         if uncond.batch() != 1 {
-            return Err(PriorError::InvalidArgument { name: "uncond", message: format!("expected one row, got {}", uncond.batch()) });
+            return Err(PriorError::InvalidArgument {
+                name: "uncond",
+                message: format!("expected one row, got {}", uncond.batch()),
+            });
         }
         // Through the plain device, so every parameter becomes a fresh autodiff leaf.
-        let model = model.valid().to_device(&device.clone().inner()).to_device(device).train();
+        let model = model
+            .valid()
+            .to_device(&device.clone().inner())
+            .to_device(device)
+            .train();
         let ema = match (config.ema_decay, ema) {
             (None, _) => None,
             (Some(_), Some(e)) => Some(e.to_device(&device.clone().inner())),
@@ -205,7 +237,11 @@ impl PriorTrainer {
         let x = batch.image_embeddings.clone().to_device(&device);
         let [b, e] = x.dims();
         if batch.cond.batch() != b {
-            return Err(PriorError::shape("cond.proj_embedding", format!("[{b}, ..]"), &batch.cond.proj_embedding.dims()));
+            return Err(PriorError::shape(
+                "cond.proj_embedding",
+                format!("[{b}, ..]"),
+                &batch.cond.proj_embedding.dims(),
+            ));
         }
         // Normalised target (statistics are constants, never trained).
         let mean = self.model.clip_mean.val().detach();
@@ -214,7 +250,10 @@ impl PriorTrainer {
 
         // Host draws: timesteps, noise, dropout.
         let ts = self.objective.sample_timesteps(self.noise.rng_mut(), b);
-        let noise = self.noise.randn([b, e], &device).map_err(unclip_diffusion::DiffusionError::from)?; // [B, E]
+        let noise = self
+            .noise
+            .randn([b, e], &device)
+            .map_err(unclip_diffusion::DiffusionError::from)?; // [B, E]
         let p = self.config.cond_drop_prob;
         let keep: Vec<f32> = (0..b)
             .map(|_| {
@@ -223,7 +262,10 @@ impl PriorTrainer {
             })
             .collect();
         let x_t = self.objective.noisy_input(x0.clone(), noise.clone(), &ts)?; // [B, E]
-        let t = Tensor::<1>::from_data(TensorData::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]), &device);
+        let t = Tensor::<1>::from_data(
+            TensorData::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]),
+            &device,
+        );
 
         let cond = self.drop_conditioning(&batch.cond, &keep, &device)?;
         let pred = self.model.forward(x_t.clone(), t, &cond)?; // [B, E]
@@ -232,7 +274,12 @@ impl PriorTrainer {
     }
 
     /// Replaces rows whose `keep` is 0 by the unconditional conditioning.
-    fn drop_conditioning(&self, cond: &PriorConditioning, keep: &[f32], device: &Device) -> Result<PriorConditioning, PriorError> {
+    fn drop_conditioning(
+        &self,
+        cond: &PriorConditioning,
+        keep: &[f32],
+        device: &Device,
+    ) -> Result<PriorConditioning, PriorError> {
         let b = keep.len();
         let k = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [b]), device); // [B]
         let u = &self.uncond;
@@ -246,25 +293,45 @@ impl PriorTrainer {
             (Some(c), Some(un)) => {
                 let [_, l, d] = c.dims();
                 let k3 = k.clone().reshape([b, 1, 1]);
-                Some(c.clone().to_device(device) * k3.clone() + un.clone().expand([b, l, d]) * (k3.neg() + 1.0))
+                Some(
+                    c.clone().to_device(device) * k3.clone()
+                        + un.clone().expand([b, l, d]) * (k3.neg() + 1.0),
+                )
             }
             (None, None) => None,
             _ => {
-                return Err(PriorError::InvalidArgument { name: "uncond", message: "encoder_hidden_states present in only one of cond / uncond".into() });
+                return Err(PriorError::InvalidArgument {
+                    name: "uncond",
+                    message: "encoder_hidden_states present in only one of cond / uncond".into(),
+                });
             }
         };
-        let attention_mask: Option<Tensor<2, Bool>> = match (&cond.attention_mask, &u.attention_mask) {
-            (Some(c), Some(un)) => {
-                let [_, l] = c.dims();
-                let drop = k.clone().reshape([b, 1]).lower_elem(0.5).expand([b, l]); // [B, T]
-                Some(c.clone().to_device(device).int().mask_where(drop, un.clone().int().expand([b, l])).equal_elem(1))
-            }
-            (None, None) => None,
-            _ => {
-                return Err(PriorError::InvalidArgument { name: "uncond", message: "attention_mask present in only one of cond / uncond".into() });
-            }
-        };
-        Ok(PriorConditioning { proj_embedding, encoder_hidden_states, attention_mask })
+        let attention_mask: Option<Tensor<2, Bool>> =
+            match (&cond.attention_mask, &u.attention_mask) {
+                (Some(c), Some(un)) => {
+                    let [_, l] = c.dims();
+                    let drop = k.clone().reshape([b, 1]).lower_elem(0.5).expand([b, l]); // [B, T]
+                    Some(
+                        c.clone()
+                            .to_device(device)
+                            .int()
+                            .mask_where(drop, un.clone().int().expand([b, l]))
+                            .equal_elem(1),
+                    )
+                }
+                (None, None) => None,
+                _ => {
+                    return Err(PriorError::InvalidArgument {
+                        name: "uncond",
+                        message: "attention_mask present in only one of cond / uncond".into(),
+                    });
+                }
+            };
+        Ok(PriorConditioning {
+            proj_embedding,
+            encoder_hidden_states,
+            attention_mask,
+        })
     }
 
     /// One optimiser step on `batch`; returns the loss before the step.
@@ -272,12 +339,17 @@ impl PriorTrainer {
         let loss = self.loss(batch)?;
         let value: f32 = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self.optim.step(self.config.learning_rate, self.model.clone(), grads);
+        self.model = self
+            .optim
+            .step(self.config.learning_rate, self.model.clone(), grads);
         self.step += 1;
         if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
             let mut g = Gather(Vec::new());
             self.model.valid().visit(&mut g);
-            self.ema = Some(ema.map(&mut Blend { src: g.0.into_iter(), decay }));
+            self.ema = Some(ema.map(&mut Blend {
+                src: g.0.into_iter(),
+                decay,
+            }));
         }
         Ok(value)
     }
@@ -288,18 +360,28 @@ impl PriorTrainer {
         let dir = dir.as_ref();
         self.model.valid().save_pretrained(dir.join("online"))?;
         self.inference_model().save_pretrained(dir)?;
-        let state = TrainerState { step: self.step, train: self.config.clone() };
+        let state = TrainerState {
+            step: self.step,
+            train: self.config.clone(),
+        };
         unclip_nn::write_json(dir.join("trainer_state.json"), &state)?;
         Ok(())
     }
 
     /// Resumes from a folder written by [`Self::save_checkpoint`] on `device` (autodiff).
-    pub fn resume(dir: impl AsRef<Path>, uncond: PriorConditioning, device: &Device) -> Result<Self, PriorError> {
+    pub fn resume(
+        dir: impl AsRef<Path>,
+        uncond: PriorConditioning,
+        device: &Device,
+    ) -> Result<Self, PriorError> {
         let dir = dir.as_ref();
         let state: TrainerState = unclip_nn::read_json(dir.join("trainer_state.json"))?;
         let model = PriorTransformer::from_pretrained(dir.join("online"), device)?;
         let ema = match state.train.ema_decay {
-            Some(_) => Some(PriorTransformer::from_pretrained(dir, &device.clone().inner())?),
+            Some(_) => Some(PriorTransformer::from_pretrained(
+                dir,
+                &device.clone().inner(),
+            )?),
             None => None,
         };
         Self::with_step(model, ema, uncond, state.train, state.step, device)
@@ -319,13 +401,23 @@ mod tests {
         let uncond = PriorConditioning {
             proj_embedding: Tensor::full([1, 4], -1.0, &device),
             encoder_hidden_states: Some(Tensor::full([1, 3, 4], -2.0, &device)),
-            attention_mask: Some(Tensor::<2, burn::tensor::Int>::from_ints([[1, 0, 0]], &device).equal_elem(1)),
+            attention_mask: Some(
+                Tensor::<2, burn::tensor::Int>::from_ints([[1, 0, 0]], &device).equal_elem(1),
+            ),
         };
-        let trainer = PriorTrainer::new(model, uncond, TrainConfig::default(), &device.clone().autodiff()).unwrap();
+        let trainer = PriorTrainer::new(
+            model,
+            uncond,
+            TrainConfig::default(),
+            &device.clone().autodiff(),
+        )
+        .unwrap();
         let cond = PriorConditioning {
             proj_embedding: Tensor::ones([2, 4], &device),
             encoder_hidden_states: Some(Tensor::ones([2, 3, 4], &device)),
-            attention_mask: Some(Tensor::<2, burn::tensor::Int>::ones([2, 3], &device).equal_elem(1)),
+            attention_mask: Some(
+                Tensor::<2, burn::tensor::Int>::ones([2, 3], &device).equal_elem(1),
+            ),
         };
         let ad = device.clone().autodiff();
         let out = trainer.drop_conditioning(&cond, &[1.0, 0.0], &ad).unwrap();

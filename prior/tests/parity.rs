@@ -45,10 +45,18 @@ fn prior_forward_matches_diffusers() {
     // Masked call at the stored timestep.
     let t = timestep(&io, "prior.timestep", &device);
     let out = prior.forward(x.clone(), t, &cond).unwrap();
-    assert_close("prior.predicted_image_embedding", out, io.get("prior.predicted_image_embedding"), TOL);
+    assert_close(
+        "prior.predicted_image_embedding",
+        out,
+        io.get("prior.predicted_image_embedding"),
+        TOL,
+    );
 
     // timestep=5 (python int), attention_mask=None.
-    let nomask = PriorConditioning { attention_mask: None, ..cond.clone() };
+    let nomask = PriorConditioning {
+        attention_mask: None,
+        ..cond.clone()
+    };
     let t5 = Tensor::<1>::from_floats([5.0], &device);
     let out = prior.forward(x.clone(), t5, &nomask).unwrap();
     assert_close(
@@ -60,9 +68,19 @@ fn prior_forward_matches_diffusers() {
 
     // post_process_latents.
     let out = prior.post_process_latents(x.clone());
-    assert_close("prior.post_process_latents.out", out.clone(), io.get("prior.post_process_latents.out"), TOL);
+    assert_close(
+        "prior.post_process_latents.out",
+        out.clone(),
+        io.get("prior.post_process_latents.out"),
+        TOL,
+    );
     // ... and its inverse.
-    assert_close("normalize(post_process(x))", prior.normalize_embeddings(out), io.get("prior.hidden_states"), TOL);
+    assert_close(
+        "normalize(post_process(x))",
+        prior.normalize_embeddings(out),
+        io.get("prior.hidden_states"),
+        TOL,
+    );
 }
 
 /// The raw prior calls of the end-to-end pipeline run (CFG batches: uncond rows first).
@@ -76,12 +94,17 @@ fn prior_forward_matches_e2e_steps() {
     let prior = load(&device);
     let cond = PriorConditioning {
         proj_embedding: io.get("e2e.prior.proj_embedding").float::<2>(&device),
-        encoder_hidden_states: Some(io.get("e2e.prior.encoder_hidden_states").float::<3>(&device)),
+        encoder_hidden_states: Some(
+            io.get("e2e.prior.encoder_hidden_states")
+                .float::<3>(&device),
+        ),
         attention_mask: Some(mask(&io, "e2e.prior.attention_mask", &device)),
     };
     let mut i = 0;
     while io.has(&format!("e2e.prior.step{i}.hidden_states")) {
-        let x = io.get(&format!("e2e.prior.step{i}.hidden_states")).float::<2>(&device);
+        let x = io
+            .get(&format!("e2e.prior.step{i}.hidden_states"))
+            .float::<2>(&device);
         let t = timestep(&io, &format!("e2e.prior.step{i}.timestep"), &device);
         let out = prior.forward(x, t, &cond).unwrap();
         let name = format!("e2e.prior.step{i}.predicted_image_embedding");
@@ -104,7 +127,11 @@ fn key_map_covers_the_karlo_checkpoint() {
     let config = unclip_nn::read_json(prior_dir().join("config.json")).unwrap();
     let model = PriorTransformer::new(&config, &device).unwrap();
     use burn::store::ModuleSnapshot;
-    let mut paths: Vec<String> = model.collect(None, None, false).into_iter().map(|t| t.name).collect();
+    let mut paths: Vec<String> = model
+        .collect(None, None, false)
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     paths.sort();
     module_keys.sort();
     assert_eq!(paths, module_keys);
@@ -139,16 +166,28 @@ fn doctored_copy(tag: &str, edit: impl FnOnce(&mut Vec<(String, Vec<usize>, Vec<
     std::fs::copy(src.join("config.json"), dir.0.join("config.json")).unwrap();
     let bytes = std::fs::read(src.join("diffusion_pytorch_model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
-        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec()))
+        .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     edit(&mut tensors);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
         .iter()
-        .map(|(n, s, b)| (n.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b).unwrap()))
+        .map(|(n, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
         .collect();
-    std::fs::write(dir.0.join("diffusion_pytorch_model.safetensors"), safetensors::serialize(views, None).unwrap())
-        .unwrap();
+    std::fs::write(
+        dir.0.join("diffusion_pytorch_model.safetensors"),
+        safetensors::serialize(views, None).unwrap(),
+    )
+    .unwrap();
     dir
 }
 
@@ -162,10 +201,16 @@ fn load_err(dir: &Path) -> LoadError {
 
 #[test]
 fn missing_key_is_a_typed_error_naming_it() {
-    let dir = doctored_copy("missing", |t| t.retain(|(n, _, _)| n != "transformer_blocks.1.ff.net.2.weight"));
+    let dir = doctored_copy("missing", |t| {
+        t.retain(|(n, _, _)| n != "transformer_blocks.1.ff.net.2.weight")
+    });
     match load_err(&dir.0) {
         LoadError::MissingTensors { keys, .. } => {
-            assert!(keys.iter().any(|k| k.contains("transformer_blocks.1.ff.proj_out.weight")), "{keys:?}")
+            assert!(
+                keys.iter()
+                    .any(|k| k.contains("transformer_blocks.1.ff.proj_out.weight")),
+                "{keys:?}"
+            )
         }
         other => panic!("expected MissingTensors, got {other}"),
     }
@@ -173,10 +218,20 @@ fn missing_key_is_a_typed_error_naming_it() {
 
 #[test]
 fn extra_key_is_a_typed_error_naming_it() {
-    let dir = doctored_copy("extra", |t| t.push(("transformer_blocks.0.attn2.to_q.weight".into(), vec![2], vec![0u8; 8])));
+    let dir = doctored_copy("extra", |t| {
+        t.push((
+            "transformer_blocks.0.attn2.to_q.weight".into(),
+            vec![2],
+            vec![0u8; 8],
+        ))
+    });
     match load_err(&dir.0) {
         LoadError::UnusedTensors { keys, .. } => {
-            assert!(keys.iter().any(|k| k == "transformer_blocks.0.attn2.to_q.weight"), "{keys:?}")
+            assert!(
+                keys.iter()
+                    .any(|k| k == "transformer_blocks.0.attn2.to_q.weight"),
+                "{keys:?}"
+            )
         }
         other => panic!("expected UnusedTensors, got {other}"),
     }
@@ -185,12 +240,20 @@ fn extra_key_is_a_typed_error_naming_it() {
 #[test]
 fn wrong_shape_is_a_typed_error_naming_the_key() {
     let dir = doctored_copy("shape", |t| {
-        let e = t.iter_mut().find(|(n, _, _)| n == "proj_in.weight").unwrap();
+        let e = t
+            .iter_mut()
+            .find(|(n, _, _)| n == "proj_in.weight")
+            .unwrap();
         let n: usize = e.1.iter().product();
         e.1 = vec![n]; // flatten [inner, E] -> [inner * E]
     });
     match load_err(&dir.0) {
-        LoadError::ShapeMismatch { key, expected, found, .. } => {
+        LoadError::ShapeMismatch {
+            key,
+            expected,
+            found,
+            ..
+        } => {
             assert_eq!(key, "proj_in.weight");
             assert_eq!(expected.len(), 2);
             assert_eq!(found.len(), 1);
@@ -203,7 +266,8 @@ fn wrong_shape_is_a_typed_error_naming_the_key() {
 fn a_bad_config_value_is_a_typed_error() {
     let dir = temp_dir("badcfg");
     let mut cfg: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(prior_dir().join("config.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(prior_dir().join("config.json")).unwrap())
+            .unwrap();
     cfg["norm_in_type"] = serde_json::Value::String("batch".into());
     std::fs::write(dir.0.join("config.json"), cfg.to_string()).unwrap();
     match PriorTransformer::from_pretrained(&dir.0, &test_device()) {
@@ -230,7 +294,12 @@ fn save_pretrained_round_trips() {
     };
     let t = timestep(&io, "prior.timestep", &device);
     let out = back.forward(x, t, &cond).unwrap();
-    assert_close("reloaded prior", out, io.get("prior.predicted_image_embedding"), TOL);
+    assert_close(
+        "reloaded prior",
+        out,
+        io.get("prior.predicted_image_embedding"),
+        TOL,
+    );
 }
 
 #[test]
@@ -241,19 +310,43 @@ fn wrong_input_shapes_are_typed_errors() {
     let b = 2;
     let cond = PriorConditioning {
         proj_embedding: Tensor::zeros([b, c.embedding_proj_dim()], &device),
-        encoder_hidden_states: Some(Tensor::zeros([b, c.num_embeddings, c.embedding_dim], &device)),
+        encoder_hidden_states: Some(Tensor::zeros(
+            [b, c.num_embeddings, c.embedding_dim],
+            &device,
+        )),
         attention_mask: None,
     };
     let t = Tensor::<1>::from_floats([3.0], &device);
     let bad_x = Tensor::<2>::zeros([b, c.embedding_dim + 1], &device);
-    assert!(matches!(prior.forward(bad_x, t.clone(), &cond), Err(PriorError::Shape { input: "hidden_states", .. })));
+    assert!(matches!(
+        prior.forward(bad_x, t.clone(), &cond),
+        Err(PriorError::Shape {
+            input: "hidden_states",
+            ..
+        })
+    ));
     let x = Tensor::<2>::zeros([b, c.embedding_dim], &device);
     let short = PriorConditioning {
-        encoder_hidden_states: Some(Tensor::zeros([b, c.num_embeddings - 1, c.embedding_dim], &device)),
+        encoder_hidden_states: Some(Tensor::zeros(
+            [b, c.num_embeddings - 1, c.embedding_dim],
+            &device,
+        )),
         ..cond.clone()
     };
     assert!(prior.forward(x.clone(), t.clone(), &short).is_err());
-    let no_text = PriorConditioning { encoder_hidden_states: None, ..cond.clone() };
-    assert!(matches!(prior.forward(x.clone(), t, &no_text), Err(PriorError::InvalidArgument { .. })));
-    assert_eq!(prior.forward(x, Tensor::from_floats([1.0, 2.0], &device), &cond).unwrap().dims(), [b, c.clip_embed_dim()]);
+    let no_text = PriorConditioning {
+        encoder_hidden_states: None,
+        ..cond.clone()
+    };
+    assert!(matches!(
+        prior.forward(x.clone(), t, &no_text),
+        Err(PriorError::InvalidArgument { .. })
+    ));
+    assert_eq!(
+        prior
+            .forward(x, Tensor::from_floats([1.0, 2.0], &device), &cond)
+            .unwrap()
+            .dims(),
+        [b, c.clip_embed_dim()]
+    );
 }

@@ -15,9 +15,17 @@ fn tiny() -> PriorTransformerConfig {
 fn synthetic(device: &Device, b: usize) -> (PriorBatch, PriorConditioning) {
     let c = tiny();
     let text = Tensor::<2>::random([b, c.embedding_dim], Distribution::Normal(0.0, 1.0), device);
-    let tokens = Tensor::<3>::random([b, c.num_embeddings, c.embedding_dim], Distribution::Normal(0.0, 1.0), device);
+    let tokens = Tensor::<3>::random(
+        [b, c.num_embeddings, c.embedding_dim],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
     // Image embedding: a fixed function of the text embedding.
-    let w = Tensor::<2>::random([c.embedding_dim, c.embedding_dim], Distribution::Normal(0.0, 0.5), device);
+    let w = Tensor::<2>::random(
+        [c.embedding_dim, c.embedding_dim],
+        Distribution::Normal(0.0, 0.5),
+        device,
+    );
     let image = text.clone().matmul(w).tanh();
     let mut mask = vec![true; b * c.num_embeddings];
     for (i, m) in mask.iter_mut().enumerate() {
@@ -27,16 +35,32 @@ fn synthetic(device: &Device, b: usize) -> (PriorBatch, PriorConditioning) {
         burn::tensor::TensorData::new(mask, [b, c.num_embeddings]),
         device,
     );
-    let cond = PriorConditioning { proj_embedding: text, encoder_hidden_states: Some(tokens), attention_mask: Some(mask) };
+    let cond = PriorConditioning {
+        proj_embedding: text,
+        encoder_hidden_states: Some(tokens),
+        attention_mask: Some(mask),
+    };
     let mut um = vec![false; c.num_embeddings];
     um[0] = true;
     um[1] = true;
     let uncond = PriorConditioning {
         proj_embedding: Tensor::zeros([1, c.embedding_dim], device),
-        encoder_hidden_states: Some(Tensor::zeros([1, c.num_embeddings, c.embedding_dim], device)),
-        attention_mask: Some(Tensor::from_data(burn::tensor::TensorData::new(um, [1, c.num_embeddings]), device)),
+        encoder_hidden_states: Some(Tensor::zeros(
+            [1, c.num_embeddings, c.embedding_dim],
+            device,
+        )),
+        attention_mask: Some(Tensor::from_data(
+            burn::tensor::TensorData::new(um, [1, c.num_embeddings]),
+            device,
+        )),
     };
-    (PriorBatch { image_embeddings: image, cond }, uncond)
+    (
+        PriorBatch {
+            image_embeddings: image,
+            cond,
+        },
+        uncond,
+    )
 }
 
 struct TempDir(std::path::PathBuf);
@@ -53,7 +77,12 @@ fn loss_falls_and_checkpoint_reloads() {
     Device::flex().seed(7);
     let (batch, uncond) = synthetic(&plain, 16);
     let model = PriorTransformer::new_random(&tiny(), &device).unwrap();
-    let config = TrainConfig { learning_rate: 3e-3, ema_decay: Some(0.9), seed: 11, ..TrainConfig::default() };
+    let config = TrainConfig {
+        learning_rate: 3e-3,
+        ema_decay: Some(0.9),
+        seed: 11,
+        ..TrainConfig::default()
+    };
     let mut trainer = PriorTrainer::new(model, uncond.clone(), config, &device).unwrap();
     let mut losses = Vec::new();
     for _ in 0..60 {
@@ -66,7 +95,8 @@ fn loss_falls_and_checkpoint_reloads() {
     assert!(tail < 0.7 * head, "loss did not fall: {head} -> {tail}");
 
     // Save, reload through the public loader, compare outputs.
-    let dir = TempDir(std::env::temp_dir().join(format!("unclip-prior-train-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("unclip-prior-train-{}", std::process::id())));
     trainer.save_checkpoint(&dir.0).unwrap();
     let reloaded = PriorTransformer::from_pretrained(&dir.0, &plain).unwrap();
     let ema = trainer.inference_model();

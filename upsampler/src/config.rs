@@ -7,8 +7,8 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use unclip_decoder::DecoderError;
 use unclip_decoder::config::{
-    ClassEmbedType, DownBlockType, MidBlockType, SampleSize, TimeEmbeddingType, TimeScaleShift, UpBlockType,
-    parse_activation,
+    ClassEmbedType, DownBlockType, MidBlockType, SampleSize, TimeEmbeddingType, TimeScaleShift,
+    UpBlockType, parse_activation,
 };
 use unclip_nn::Activation;
 
@@ -19,16 +19,26 @@ fn d_true() -> bool {
     true
 }
 fn d_down() -> Vec<DownBlockType> {
-    ["DownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D", "AttnDownBlock2D"]
-        .iter()
-        .map(|s| DownBlockType::from(s.to_string()))
-        .collect()
+    [
+        "DownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+        "AttnDownBlock2D",
+    ]
+    .iter()
+    .map(|s| DownBlockType::from(s.to_string()))
+    .collect()
 }
 fn d_up() -> Vec<UpBlockType> {
-    ["AttnUpBlock2D", "AttnUpBlock2D", "AttnUpBlock2D", "UpBlock2D"]
-        .iter()
-        .map(|s| UpBlockType::from(s.to_string()))
-        .collect()
+    [
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "AttnUpBlock2D",
+        "UpBlock2D",
+    ]
+    .iter()
+    .map(|s| UpBlockType::from(s.to_string()))
+    .collect()
 }
 fn d_mid() -> Option<MidBlockType> {
     Some(MidBlockType::UNetMidBlock2D)
@@ -157,53 +167,86 @@ impl UNet2DConfig {
 
     /// `time_embedding_dim` or `4 * block_out_channels[0]`.
     pub fn time_embed_dim(&self) -> usize {
-        self.time_embedding_dim.unwrap_or(self.block_out_channels.first().copied().unwrap_or(0) * 4)
+        self.time_embedding_dim
+            .unwrap_or(self.block_out_channels.first().copied().unwrap_or(0) * 4)
     }
 
     /// Checks every field the super-resolution UNet depends on.
     pub fn validate(&self) -> Result<(), DecoderError> {
-        let unsupported = |field: &str, value: String, supported: &str| DecoderError::UnsupportedConfig {
+        let unsupported =
+            |field: &str, value: String, supported: &str| DecoderError::UnsupportedConfig {
+                path: None,
+                field: field.into(),
+                value,
+                supported: supported.into(),
+            };
+        let invalid = |field: &str, message: String| DecoderError::InvalidConfig {
             path: None,
             field: field.into(),
-            value,
-            supported: supported.into(),
+            message,
         };
-        let invalid =
-            |field: &str, message: String| DecoderError::InvalidConfig { path: None, field: field.into(), message };
         let n = self.down_block_types.len();
         if n == 0 {
             return Err(invalid("down_block_types", "is empty".into()));
         }
         for (i, b) in self.down_block_types.iter().enumerate() {
             if *b != DownBlockType::ResnetDownsampleBlock2D {
-                return Err(unsupported(&format!("down_block_types[{i}]"), format!("`{}`", b.as_str()), "ResnetDownsampleBlock2D"));
+                return Err(unsupported(
+                    &format!("down_block_types[{i}]"),
+                    format!("`{}`", b.as_str()),
+                    "ResnetDownsampleBlock2D",
+                ));
             }
         }
         for (i, b) in self.up_block_types.iter().enumerate() {
             if *b != UpBlockType::ResnetUpsampleBlock2D {
-                return Err(unsupported(&format!("up_block_types[{i}]"), format!("`{}`", b.as_str()), "ResnetUpsampleBlock2D"));
+                return Err(unsupported(
+                    &format!("up_block_types[{i}]"),
+                    format!("`{}`", b.as_str()),
+                    "ResnetUpsampleBlock2D",
+                ));
             }
         }
         if self.up_block_types.len() != n {
-            return Err(invalid("up_block_types", format!("has {} entries, down_block_types has {n}", self.up_block_types.len())));
+            return Err(invalid(
+                "up_block_types",
+                format!(
+                    "has {} entries, down_block_types has {n}",
+                    self.up_block_types.len()
+                ),
+            ));
         }
         if self.block_out_channels.len() != n {
             return Err(invalid(
                 "block_out_channels",
-                format!("has {} entries, down_block_types has {n}", self.block_out_channels.len()),
+                format!(
+                    "has {} entries, down_block_types has {n}",
+                    self.block_out_channels.len()
+                ),
             ));
         }
         match &self.mid_block_type {
             None | Some(MidBlockType::UNetMidBlock2D) => {}
-            Some(other) => return Err(unsupported("mid_block_type", format!("`{}`", other.as_str()), "UNetMidBlock2D null")),
+            Some(other) => {
+                return Err(unsupported(
+                    "mid_block_type",
+                    format!("`{}`", other.as_str()),
+                    "UNetMidBlock2D null",
+                ));
+            }
         }
         if self.mid_block_type.is_some() && self.add_attention {
             return Err(unsupported("add_attention", "true".into(), "false"));
         }
-        self.resnet_time_scale_shift.check("resnet_time_scale_shift")?;
+        self.resnet_time_scale_shift
+            .check("resnet_time_scale_shift")?;
         self.time_embedding_type.check("time_embedding_type")?;
         if let Some(c) = &self.class_embed_type {
-            return Err(unsupported("class_embed_type", format!("`{}`", c.as_str()), "null"));
+            return Err(unsupported(
+                "class_embed_type",
+                format!("`{}`", c.as_str()),
+                "null",
+            ));
         }
         if let Some(c) = self.num_class_embeds {
             return Err(unsupported("num_class_embeds", c.to_string(), "null"));

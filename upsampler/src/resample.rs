@@ -61,13 +61,15 @@ pub fn resize_bicubic_antialias(x: Tensor<4>, out_hw: [usize; 2]) -> Tensor<4> {
     let device: Device = x.device();
     let [oh, ow] = out_hw;
     let x = if ow != w {
-        let ww = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(w, ow), [ow, w]), &device);
+        let ww =
+            Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(w, ow), [ow, w]), &device);
         x.matmul(ww.transpose().unsqueeze::<4>()) // [B, C, H, W] x [1, 1, W, OW] -> [B, C, H, OW]
     } else {
         x
     };
     if oh != h {
-        let wh = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(h, oh), [oh, h]), &device);
+        let wh =
+            Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(h, oh), [oh, h]), &device);
         wh.unsqueeze::<4>().matmul(x) // [1, 1, OH, H] x [B, C, H, OW] -> [B, C, OH, OW]
     } else {
         x

@@ -41,7 +41,12 @@ pub fn sample_super_res<N: NoiseSource + ?Sized>(
     request: SuperResRequest,
     noise: &mut N,
 ) -> Result<Tensor<4>, DecoderError> {
-    let SuperResRequest { image_small, num_inference_steps, latents, output_size } = request;
+    let SuperResRequest {
+        image_small,
+        num_inference_steps,
+        latents,
+        output_size,
+    } = request;
     let device = image_small.device();
     let [b, c_small, _, _] = image_small.dims();
     let c = first.config.in_channels / 2;
@@ -64,10 +69,15 @@ pub fn sample_super_res<N: NoiseSource + ?Sized>(
     scheduler.set_timesteps(num_inference_steps)?;
     let latents = match latents {
         Some(x) => x,
-        None => unclip_diffusion::randn(noise, [b, c, h, w], &device).map_err(unclip_diffusion::DiffusionError::from)?,
+        None => unclip_diffusion::randn(noise, [b, c, h, w], &device)
+            .map_err(unclip_diffusion::DiffusionError::from)?,
     };
     if latents.dims() != [b, c, h, w] {
-        return Err(DecoderError::shape("latents", format!("[{b}, {c}, {h}, {w}]"), &latents.dims()));
+        return Err(DecoderError::shape(
+            "latents",
+            format!("[{b}, {c}, {h}, {w}]"),
+            &latents.dims(),
+        ));
     }
     let mut x = latents * scheduler.init_noise_sigma();
     let upscaled = resize_bicubic_antialias(image_small, [h, w]); // [B, C, S, S]
@@ -102,16 +112,23 @@ pub fn to_rgb8(x: Tensor<4>) -> Result<Vec<image::RgbImage>, DecoderError> {
     let values: Vec<f32> = to_nhwc(x)
         .into_data()
         .convert::<f32>()
-        .into_vec::<f32>()
-        .map_err(|e| DecoderError::InvalidArgument { name: "images".into(), message: format!("{e:?}") })?;
+        .try_into_vec::<f32>()
+        .map_err(|e| DecoderError::InvalidArgument {
+            name: "images".into(),
+            message: format!("{e:?}"),
+        })?;
     let per = h * w * 3;
     (0..b)
         .map(|i| {
-            let bytes: Vec<u8> =
-                values[i * per..(i + 1) * per].iter().map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8).collect();
-            image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| DecoderError::InvalidArgument {
-                name: "images".into(),
-                message: "buffer size mismatch".into(),
+            let bytes: Vec<u8> = values[i * per..(i + 1) * per]
+                .iter()
+                .map(|v| (v * 255.0).round().clamp(0.0, 255.0) as u8)
+                .collect();
+            image::RgbImage::from_raw(w as u32, h as u32, bytes).ok_or_else(|| {
+                DecoderError::InvalidArgument {
+                    name: "images".into(),
+                    message: "buffer size mismatch".into(),
+                }
             })
         })
         .collect()

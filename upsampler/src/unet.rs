@@ -57,10 +57,21 @@ impl UNet2DModel {
         for i in 0..n {
             let c_in = c_out;
             c_out = ch[i];
-            down_blocks.push(DownBlock::new(c_in, c_out, config.layers_per_block, i + 1 < n, &settings, None, device));
+            down_blocks.push(DownBlock::new(
+                c_in,
+                c_out,
+                config.layers_per_block,
+                i + 1 < n,
+                &settings,
+                None,
+                device,
+            ));
         }
         let mid_block = config.mid_block_type.as_ref().map(|_| {
-            let s = BlockSettings { output_scale_factor: config.mid_block_scale_factor, ..settings.clone() };
+            let s = BlockSettings {
+                output_scale_factor: config.mid_block_scale_factor,
+                ..settings.clone()
+            };
             MidBlock::new(ch[n - 1], 1, &s, None, device)
         });
         let rev: Vec<usize> = ch.iter().rev().copied().collect();
@@ -112,13 +123,18 @@ impl UNet2DModel {
         let dir = dir.as_ref();
         let config = UNet2DConfig::from_file(dir.join("config.json"))?;
         let model = Self::new(&config, device)?;
-        let ckpt = Checkpoint::open_dir(dir, "diffusion_pytorch_model")?.remap(&SUPER_RES_KEYMAP)?;
+        let ckpt =
+            Checkpoint::open_dir(dir, "diffusion_pytorch_model")?.remap(&SUPER_RES_KEYMAP)?;
         Ok(ckpt.load_into(model)?)
     }
 
     /// `sample [B, in, H, W]` (H, W divisible by 2^(blocks - 1)), `timesteps [1]` or `[B]` ->
     /// `[B, out, H, W]`.
-    pub fn forward(&self, sample: Tensor<4>, timesteps: Tensor<1>) -> Result<Tensor<4>, DecoderError> {
+    pub fn forward(
+        &self,
+        sample: Tensor<4>,
+        timesteps: Tensor<1>,
+    ) -> Result<Tensor<4>, DecoderError> {
         let cfg = &self.config;
         let [b, c, h, w] = sample.dims();
         if c != cfg.in_channels {
@@ -128,7 +144,12 @@ impl UNet2DModel {
                 got: sample.dims().to_vec(),
             });
         }
-        let factor = 1usize << self.up_blocks.iter().filter(|u| !u.upsamplers.is_empty()).count();
+        let factor = 1usize
+            << self
+                .up_blocks
+                .iter()
+                .filter(|u| !u.upsamplers.is_empty())
+                .count();
         if h == 0 || w == 0 || h % factor != 0 || w % factor != 0 {
             return Err(DecoderError::InputShape {
                 name: "sample".into(),
@@ -137,9 +158,18 @@ impl UNet2DModel {
             });
         }
         let timesteps = broadcast_timesteps(timesteps, b)?;
-        let t_emb = timestep_proj(timesteps, cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift);
+        let t_emb = timestep_proj(
+            timesteps,
+            cfg.block_out_channels[0],
+            cfg.flip_sin_to_cos,
+            cfg.freq_shift,
+        );
         let emb = self.time_embedding.forward(t_emb); // [B, T]
-        let sample = if cfg.center_input_sample { sample * 2.0 - 1.0 } else { sample };
+        let sample = if cfg.center_input_sample {
+            sample * 2.0 - 1.0
+        } else {
+            sample
+        };
         let mut hs = self.conv_in.forward(sample); // [B, C0, H, W]
         let mut skips = vec![hs.clone()];
         for block in &self.down_blocks {

@@ -26,7 +26,12 @@ fn unet_parity(name: &str) {
     let n = t.len();
     let t = Tensor::<1>::from_data(TensorData::new(t, [n]), &device);
     let out = unet.forward(sample, t).expect("forward");
-    assert_close(&format!("{name}.out"), out, io.get(&format!("{name}.out")), TOL);
+    assert_close(
+        &format!("{name}.out"),
+        out,
+        io.get(&format!("{name}.out")),
+        TOL,
+    );
 }
 
 #[test]
@@ -66,8 +71,10 @@ fn e2e_super_res_steps() {
         println!("no e2e super-res tensors");
         return;
     }
-    let first = UNet2DModel::from_pretrained(dir.join("super_res_first"), &device).expect("load first");
-    let last = UNet2DModel::from_pretrained(dir.join("super_res_last"), &device).expect("load last");
+    let first =
+        UNet2DModel::from_pretrained(dir.join("super_res_first"), &device).expect("load first");
+    let last =
+        UNet2DModel::from_pretrained(dir.join("super_res_last"), &device).expect("load last");
     let upscaled = io.get("e2e.image_upscaled").float::<4>(&device);
     let mut latents = io.get("e2e.super_res_latents").float::<4>(&device);
     let mut i = 0;
@@ -94,7 +101,8 @@ fn e2e_super_res_steps() {
 fn super_res_misshaped_tensor_is_named() {
     // A folder whose config asks for a wider conv_out than the checkpoint holds.
     let src = root().join("super_res_first");
-    let dst = std::env::temp_dir().join(format!("unclip_upsampler_misshaped_{}", std::process::id()));
+    let dst =
+        std::env::temp_dir().join(format!("unclip_upsampler_misshaped_{}", std::process::id()));
     std::fs::create_dir_all(&dst).expect("temp dir");
     let text = std::fs::read_to_string(src.join("config.json")).expect("config");
     let mut v: serde_json::Value = serde_json::from_str(&text).expect("json");
@@ -108,7 +116,9 @@ fn super_res_misshaped_tensor_is_named() {
     .expect("copy weights");
     let err = UNet2DModel::from_pretrained(&dst, &test_device()).expect_err("must fail");
     match &err {
-        DecoderError::Load(LoadError::ShapeMismatch { key, .. }) => assert!(key.starts_with("conv_out."), "{err}"),
+        DecoderError::Load(LoadError::ShapeMismatch { key, .. }) => {
+            assert!(key.starts_with("conv_out."), "{err}")
+        }
         other => panic!("expected ShapeMismatch, got {other}"),
     }
     let _ = std::fs::remove_dir_all(dst);

@@ -3,7 +3,9 @@
 
 use unclip_diffusion::{ReplayNoise, UnCLIPScheduler};
 use unclip_testkit::{Io, assert_close, fixture_dir, read_json, test_device};
-use unclip_upsampler::{SuperResRequest, UNet2DModel, sample_super_res, to_nhwc, to_rgb8, to_unit_range};
+use unclip_upsampler::{
+    SuperResRequest, UNet2DModel, sample_super_res, to_nhwc, to_rgb8, to_unit_range,
+};
 
 #[test]
 fn e2e_super_res_stage_reproduces_images() {
@@ -13,9 +15,13 @@ fn e2e_super_res_stage_reproduces_images() {
     let manifest = read_json(&dir.join("io.json"));
     let first = UNet2DModel::from_pretrained(dir.join("super_res_first"), &device).expect("first");
     let last = UNet2DModel::from_pretrained(dir.join("super_res_last"), &device).expect("last");
-    let mut scheduler = UnCLIPScheduler::from_file(dir.join("super_res_scheduler")).expect("scheduler");
+    let mut scheduler =
+        UnCLIPScheduler::from_file(dir.join("super_res_scheduler")).expect("scheduler");
     let mut noise = ReplayNoise::new();
-    let steps = manifest["e2e"]["scheduler_steps"].as_array().cloned().unwrap_or_default();
+    let steps = manifest["e2e"]["scheduler_steps"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for step in steps.iter().filter(|s| s["stage"] == "super_res") {
         for name in step["noise"].as_array().cloned().unwrap_or_default() {
             let h = io.get(name.as_str().expect("noise name"));
@@ -24,14 +30,21 @@ fn e2e_super_res_stage_reproduces_images() {
     }
     let request = SuperResRequest {
         image_small: io.get("e2e.image_small").float(&device),
-        num_inference_steps: manifest["e2e"]["steps"]["super_res"].as_u64().expect("steps") as usize,
+        num_inference_steps: manifest["e2e"]["steps"]["super_res"]
+            .as_u64()
+            .expect("steps") as usize,
         latents: Some(io.get("e2e.super_res_latents").float(&device)),
         output_size: None,
     };
     let x = sample_super_res(&first, &last, &mut scheduler, request, &mut noise).expect("sample");
     assert_eq!(noise.remaining(), 0);
     let images = to_unit_range(x);
-    assert_close("e2e.images", to_nhwc(images.clone()), io.get("e2e.images"), 1e-4);
+    assert_close(
+        "e2e.images",
+        to_nhwc(images.clone()),
+        io.get("e2e.images"),
+        1e-4,
+    );
     let rgb = to_rgb8(images).expect("rgb");
     assert_eq!(rgb.len(), io.get("e2e.images").shape[0]);
 }
