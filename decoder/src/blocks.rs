@@ -1,11 +1,11 @@
 //! UNet blocks of diffusers `models/unets/unet_2d_blocks.py`, shared by the decoder
 //! (`UNet2DConditionModel`) and the super-resolution `UNet2DModel` of `unclip-upsampler`:
 //!
-//! - [`DownBlock`]: `ResnetDownsampleBlock2D` (no attention) and `SimpleCrossAttnDownBlock2D`
+//! - [`DownBlock`] implements `ResnetDownsampleBlock2D` (no attention) and `SimpleCrossAttnDownBlock2D`
 //!   (an [`AddedKvAttention`] after every resnet); the downsampler is a resnet with `down=True`.
-//! - [`MidBlock`]: `UNetMidBlock2DSimpleCrossAttn` (resnet, then attention + resnet per layer)
+//! - [`MidBlock`] implements `UNetMidBlock2DSimpleCrossAttn` (resnet, then attention + resnet per layer)
 //!   and `UNetMidBlock2D` with `add_attention=False` (resnet, resnet).
-//! - [`UpBlock`]: `ResnetUpsampleBlock2D` / `SimpleCrossAttnUpBlock2D`: each resnet takes the
+//! - [`UpBlock`] implements `ResnetUpsampleBlock2D` / `SimpleCrossAttnUpBlock2D`: each resnet takes the
 //!   previous output concatenated with a skip tensor; the upsampler is a resnet with `up=True`.
 //!
 //! Attention-free blocks hold empty `attentions` vectors, so one struct serves both types

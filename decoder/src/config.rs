@@ -406,14 +406,14 @@ impl UNet2DConditionConfig {
                 "false",
             ));
         }
-        if self.conv_in_kernel % 2 == 0 {
+        if self.conv_in_kernel.is_multiple_of(2) {
             return Err(DecoderError::unsupported(
                 "conv_in_kernel",
                 self.conv_in_kernel,
                 "odd sizes",
             ));
         }
-        if self.conv_out_kernel % 2 == 0 {
+        if self.conv_out_kernel.is_multiple_of(2) {
             return Err(DecoderError::unsupported(
                 "conv_out_kernel",
                 self.conv_out_kernel,

@@ -27,6 +27,29 @@ pub struct TextConditioning {
     pub mask: Tensor<2, Bool>,
 }
 
+impl TextConditioning {
+    /// Checks that the three tensors agree (`[B, E]`, `[B, T, E]`, `[B, T]`).
+    pub fn check(&self, name: &str) -> Result<(), DecoderError> {
+        let [b, e] = self.prompt_embeds.dims();
+        let [hb, t, he] = self.hidden_states.dims();
+        if hb != b || he != e {
+            return Err(DecoderError::shape(
+                &format!("{name}.hidden_states"),
+                format!("[{b}, T, {e}] (rows and width of {name}.prompt_embeds)"),
+                &self.hidden_states.dims(),
+            ));
+        }
+        if self.mask.dims() != [b, t] {
+            return Err(DecoderError::shape(
+                &format!("{name}.mask"),
+                format!("[{b}, {t}]"),
+                &self.mask.dims(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One decoder sampling call.
 #[derive(Debug, Clone)]
 pub struct DecoderRequest {
@@ -74,6 +97,10 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
     let cfg = uncond_text.is_some();
+    text.check("text")?;
+    if let Some(u) = &uncond_text {
+        u.check("uncond_text")?;
+    }
     let (prompt_embeds, hidden, mask) = match uncond_text {
         Some(u) => {
             if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {

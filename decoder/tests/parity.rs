@@ -201,7 +201,7 @@ fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
         offset += n;
     }
     let mut h = serde_json::to_vec(&serde_json::Value::Object(header)).expect("json");
-    while h.len() % 8 != 0 {
+    while !h.len().is_multiple_of(8) {
         h.push(b' ');
     }
     let mut bytes = (h.len() as u64).to_le_bytes().to_vec();
@@ -258,7 +258,7 @@ fn text_proj_missing_tensor_is_named() {
     let err = UnCLIPTextProjModel::from_pretrained(&dir, &test_device()).expect_err("must fail");
     match &err {
         DecoderError::Load(LoadError::MissingTensors { keys, .. }) => {
-            assert!(keys.iter().any(|k| *k == key), "{err}")
+            assert!(keys.contains(&key), "{err}")
         }
         other => panic!("expected MissingTensors, got {other}"),
     }
@@ -320,7 +320,7 @@ fn decoder_missing_tensor_is_named() {
     let err = UNet2DConditionModel::from_pretrained(&dir, &test_device()).expect_err("must fail");
     match &err {
         DecoderError::Load(LoadError::MissingTensors { keys, .. }) => {
-            assert!(keys.iter().any(|k| *k == key), "{err}")
+            assert!(keys.contains(&key), "{err}")
         }
         other => panic!("expected MissingTensors, got {other}"),
     }

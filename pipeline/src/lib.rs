@@ -1,1 +1,36 @@
-//! placeholder
+//! **unclip**: DALL-E 2 (unCLIP, *Hierarchical Text-Conditional Image Generation with CLIP
+//! Latents*) in Rust on burn. This crate assembles the stages — tokenizer, CLIP, prior, decoder,
+//! upsamplers — into the pipeline, and re-exports the stage crates.
+//!
+//! ```no_run
+//! use burn::tensor::Device;
+//! use unclip::{Control, UnclipBuilder};
+//! let pipe = UnclipBuilder::new().device(Device::flex()).from_pretrained("karlo-v1-alpha").build()?;
+//! let out = pipe.text_to_image(&["a large red circle in the top left"], &mut |p| {
+//!     println!("{} {}/{}", p.stage, p.step, p.total);
+//!     Control::Continue
+//! })?;
+//! for (i, img) in out.to_rgb8()?.iter().enumerate() {
+//!     img.save(format!("{i:03}.png")).unwrap();
+//! }
+//! # Ok::<(), unclip::UnclipError>(())
+//! ```
+
+mod error;
+mod index;
+mod pipeline;
+mod progress;
+
+pub use error::UnclipError;
+pub use index::ModelIndex;
+pub use pipeline::{EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, slerp};
+pub use progress::{Control, Progress, ProgressFn, Stage};
+
+pub use burn;
+pub use unclip_clip as clip;
+pub use unclip_decoder as decoder;
+pub use unclip_diffusion as diffusion;
+pub use unclip_nn as nn;
+pub use unclip_prior as prior;
+pub use unclip_tokenizer as tokenizer;
+pub use unclip_upsampler as upsampler;

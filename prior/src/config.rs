@@ -281,14 +281,18 @@ mod tests {
 
     #[test]
     fn unsupported_values_are_typed_errors() {
-        let mut c = PriorTransformerConfig::default();
-        c.added_emb_type = Some("clip".into());
+        let c = PriorTransformerConfig {
+            added_emb_type: Some("clip".into()),
+            ..Default::default()
+        };
         match c.validate() {
             Err(PriorError::UnsupportedConfig { field, .. }) => assert_eq!(field, "added_emb_type"),
             other => panic!("{other:?}"),
         }
-        let mut c = PriorTransformerConfig::default();
-        c.time_embed_act_fn = "mish".into();
+        let c = PriorTransformerConfig {
+            time_embed_act_fn: "mish".into(),
+            ..Default::default()
+        };
         assert!(matches!(
             c.validate(),
             Err(PriorError::UnsupportedConfig {
@@ -296,8 +300,10 @@ mod tests {
                 ..
             })
         ));
-        let mut c = PriorTransformerConfig::default();
-        c.norm_in_type = Some("rms".into());
+        let c = PriorTransformerConfig {
+            norm_in_type: Some("rms".into()),
+            ..Default::default()
+        };
         assert!(matches!(
             c.validate(),
             Err(PriorError::UnsupportedConfig {

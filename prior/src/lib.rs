@@ -3,13 +3,13 @@
 //! v1-alpha unCLIP pipeline (`diffusers/pipelines/deprecated/unclip/pipeline_unclip.py`) uses it:
 //! CLIP text embedding + text token states -> CLIP image embedding.
 //!
-//! - [`PriorTransformerConfig`]: `prior/config.json`.
-//! - [`PriorTransformer`]: the network, [`PriorTransformer::from_pretrained`] /
+//! - [`PriorTransformerConfig`] reads `prior/config.json`.
+//! - [`PriorTransformer`] is the network, [`PriorTransformer::from_pretrained`] /
 //!   [`PriorTransformer::save_pretrained`] (diffusers layout, key map in [`load`]).
-//! - [`PriorConditioning`]: the text-side inputs.
-//! - [`sample`]: text -> image embedding with the `UnCLIPScheduler`, classifier-free guidance and
+//! - [`PriorConditioning`] holds the text-side inputs.
+//! - [`sample`] maps text to an image embedding with the `UnCLIPScheduler`, classifier-free guidance and
 //!   reranking of candidates.
-//! - [`train`]: x_0-prediction training with conditioning dropout, EMA and checkpoints.
+//! - [`train`] has x_0-prediction training with conditioning dropout, EMA and checkpoints.
 
 mod config;
 mod error;

@@ -11,7 +11,8 @@
 //!    passes closest to that mean wins (so antialiased, background-tinted pixels of small
 //!    shapes still read as the right hue).
 //! 4. **Coverage**: each pixel's fraction `alpha` along the background-to-`P` line; the
-//!    shape mask is the largest 8-connected component of `alpha > 0.5`; the soft area is
+//!    shape mask is the largest 8-connected component of `alpha > 0.5` (or half the peak
+//!    `alpha` when nothing reaches 0.5, as for tiny blurred shapes); the soft area is
 //!    the sum of `alpha` over the mask's bounding box grown by a couple of pixels (blur and
 //!    zero-mean noise preserve it); the centroid is `alpha`-weighted.
 //! 5. **Shape**: analysis by synthesis. For each shape, a template with the measured area
@@ -82,7 +83,8 @@ pub struct Measurements {
     pub area_fraction: f32,
     /// Bounding-box side of the best-fitting template, fraction of the side.
     pub extent: f32,
-    /// Width and height of the `alpha > 0.5` mask's bounding box, fractions of the side.
+    /// Width and height of the shape mask's bounding box (`alpha > 0.5`), fractions of the
+    /// side.
     pub mask_size: (f32, f32),
     /// Mask pixel count over its bounding-box area (square ~1, circle ~0.785,
     /// triangle ~0.5).
@@ -302,7 +304,11 @@ pub fn read(image: &RgbImage) -> Result<Reading, OracleError> {
         .iter()
         .map(|q| ((q[0] - bg[0]) * v[0] + (q[1] - bg[1]) * v[1] + (q[2] - bg[2]) * v[2]) / vv)
         .collect();
-    let mask: Vec<bool> = alpha.iter().map(|&a| a > 0.5).collect();
+    // Half coverage, or half the peak for shapes so small or blurred that no pixel reaches
+    // half coverage.
+    let peak = comp.iter().map(|&i| alpha[i]).fold(0.0f32, f32::max);
+    let level = (0.5 * peak).min(0.5);
+    let mask: Vec<bool> = alpha.iter().map(|&a| a > level).collect();
     let shape_px = largest_component(&mask, side);
     if shape_px.is_empty() {
         return Err(OracleError::NoForeground);

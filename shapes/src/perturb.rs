@@ -35,8 +35,8 @@ pub fn box_blur3(image: &RgbImage) -> RgbImage {
                 }
             }
             let px = out.get_pixel_mut(x, y);
-            for c in 0..3 {
-                px.0[c] = ((sum[c] + n / 2) / n) as u8;
+            for (dst, total) in px.0.iter_mut().zip(sum) {
+                *dst = ((total + n / 2) / n) as u8;
             }
         }
     }

@@ -64,7 +64,10 @@ mod tests {
         let a = RgbImage::from_pixel(8, 8, Rgb([1, 2, 3]));
         let strip = contact_sheet(&[a.clone(), a.clone(), a.clone()], 10, 0);
         assert_eq!(strip.dimensions(), (24, 8));
-        assert_eq!(contact_sheet(&[a.clone()], 0, 2).dimensions(), (12, 12));
+        assert_eq!(
+            contact_sheet(std::slice::from_ref(&a), 0, 2).dimensions(),
+            (12, 12)
+        );
         assert_eq!(contact_sheet(&[], 3, 0).dimensions(), (1, 1));
     }
 }

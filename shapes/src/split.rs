@@ -28,7 +28,7 @@ use crate::attributes::{Attributes, Colour, Position, Shape, Size};
 pub const HELD_OUT_COUNT: usize = 40;
 
 /// Seed of the key ordering combinations for the held-out choice.
-pub const HELD_OUT_SEED: u64 = 0x5EED_0F_5A4E5;
+pub const HELD_OUT_SEED: u64 = 0x5EE_D0F5_A4E5;
 
 /// Which part of the combination space.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

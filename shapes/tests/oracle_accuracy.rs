@@ -91,8 +91,8 @@ fn clean_renders_are_read_perfectly_at_32_and_64_px() {
 #[test]
 fn clean_renders_at_16_px_report() {
     let t = evaluate(16, Condition::Clean, 2, 16);
-    // Reported, not required to be perfect: a small shape is about 3 px wide at 16 px.
-    assert!(t.accuracy() >= 0.5, "{t:?}");
+    // Measured 100%; required only >= 95%: a small shape is about 3 px wide at 16 px.
+    assert!(t.accuracy() >= 0.95, "{t:?}");
 }
 
 #[test]
@@ -113,9 +113,21 @@ fn degraded_renders_are_read_at_least_98_percent() {
 
 #[test]
 fn degraded_renders_at_16_px_report() {
-    for cond in [Condition::Noise, Condition::Blur, Condition::NoiseBlur] {
+    // Measured about 98% (noise) and 83% (blur, noise + blur): a 3x3 blur smears a 3 px
+    // shape into a blob, so the shape of small ones is often misread; colour, size and
+    // position stay right.
+    for (cond, min) in [
+        (Condition::Noise, 0.95),
+        (Condition::Blur, 0.75),
+        (Condition::NoiseBlur, 0.75),
+    ] {
         let t = evaluate(16, cond, 2, 2016);
-        assert!(t.accuracy() >= 0.3, "16 px {cond:?}: {t:?}");
+        assert!(t.accuracy() >= min, "16 px {cond:?}: {t:?}");
+        assert_eq!(
+            t.colour + t.position + t.unreadable,
+            0,
+            "16 px {cond:?}: {t:?}"
+        );
     }
 }
 

@@ -40,9 +40,9 @@ pub fn bicubic_aa_weights(input: usize, output: usize) -> Vec<f32> {
         let xmax = ((center + support + 0.5) as i64).clamp(0, input as i64) as usize;
         let row = &mut m[i * input..(i + 1) * input];
         let mut total = 0f32;
-        for j in xmin..xmax {
+        for (j, slot) in row.iter_mut().enumerate().take(xmax).skip(xmin) {
             let w = cubic_aa((j as f32 - center + 0.5) * invscale);
-            row[j] = w;
+            *slot = w;
             total += w;
         }
         if total != 0.0 {

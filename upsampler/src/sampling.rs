@@ -66,6 +66,12 @@ pub fn sample_super_res<N: NoiseSource + ?Sized>(
             });
         }
     };
+    if h == 0 || w == 0 {
+        return Err(DecoderError::InvalidArgument {
+            name: "output_size".into(),
+            message: format!("[{h}, {w}] is empty"),
+        });
+    }
     scheduler.set_timesteps(num_inference_steps)?;
     let latents = match latents {
         Some(x) => x,

@@ -54,9 +54,9 @@ impl UNet2DModel {
         };
         let mut down_blocks = Vec::with_capacity(n);
         let mut c_out = ch[0];
-        for i in 0..n {
+        for (i, &c) in ch.iter().enumerate() {
             let c_in = c_out;
-            c_out = ch[i];
+            c_out = c;
             down_blocks.push(DownBlock::new(
                 c_in,
                 c_out,
@@ -191,3 +191,52 @@ impl UNet2DModel {
 /// Karlo `super_res_first/` / `super_res_last/` key table: the keys are the module paths (the
 /// decoder's table applies; these checkpoints have no attention, so it changes nothing).
 pub const SUPER_RES_KEYMAP: unclip_nn::KeyMap = DECODER_KEYMAP;
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use burn::store::ModuleSnapshot;
+    use burn::tensor::Device;
+    use unclip_nn::Checkpoint;
+
+    use super::*;
+
+    /// Every key of the fixture checkpoints maps onto a parameter of the same shape, and every
+    /// parameter has a key.
+    #[test]
+    fn super_res_keymap_covers_fixture_checkpoints() {
+        for name in ["super_res_first", "super_res_last"] {
+            let dir = unclip_testkit::fixture_dir("unclip_tiny").join(name);
+            let cfg = UNet2DConfig::from_file(dir.join("config.json")).expect("config");
+            let model = UNet2DModel::new(&cfg, &Device::flex()).expect("model");
+            let ckpt = Checkpoint::open_dir(&dir, "diffusion_pytorch_model")
+                .expect("checkpoint")
+                .remap(&SUPER_RES_KEYMAP)
+                .expect("remap");
+            let ck: BTreeSet<String> = ckpt.keys().into_iter().map(str::to_string).collect();
+            let params = model.collect(None, None, false);
+            let mk: BTreeSet<String> = params.iter().map(|t| t.name.clone()).collect();
+            assert_eq!(
+                ck.difference(&mk).count(),
+                0,
+                "{name}: unmapped keys {:?}",
+                ck.difference(&mk).collect::<Vec<_>>()
+            );
+            assert_eq!(
+                mk.difference(&ck).count(),
+                0,
+                "{name}: missing keys {:?}",
+                mk.difference(&ck).collect::<Vec<_>>()
+            );
+            for t in params {
+                assert_eq!(
+                    ckpt.shape(&t.name),
+                    Some(t.shape.to_vec()),
+                    "{name}: shape of {}",
+                    t.name
+                );
+            }
+        }
+    }
+}
