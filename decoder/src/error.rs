@@ -36,6 +36,10 @@ pub enum DecoderError {
     /// An argument is out of range (e.g. a guidance scale or a step count).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: String, message: String },
+    /// The progress callback of a sampling call ([`crate::sample_decoder`], or the upsampler's
+    /// `sample_super_res`) asked to stop after step `step` of `total` (1-based).
+    #[error("sampling cancelled by the progress callback after step {step} of {total}")]
+    Cancelled { step: usize, total: usize },
     /// The scheduler (or the noise source) failed.
     #[error(transparent)]
     Diffusion(#[from] unclip_diffusion::DiffusionError),

@@ -10,6 +10,11 @@
 //!    guidance on the first C (eps) channels, the variance channels taken from the conditional
 //!    half, then `scheduler.step(out, t, x, prev_t)` (learned-range variance, clipped x0);
 //! 5. `clamp(-1, 1)`: the 64x64 `image_small` the super-resolution stage upsamples.
+//!
+//! After every step a progress callback sees a [`StepInfo`] (with the step's `x_0` prediction, a
+//! cheap preview) and may stop the call ([`ControlFlow::Break`] -> [`DecoderError::Cancelled`]).
+
+use std::ops::ControlFlow;
 
 use burn::tensor::{Bool, Tensor};
 use unclip_diffusion::{NoiseSource, UnCLIPScheduler, classifier_free_guidance};
@@ -71,6 +76,28 @@ pub struct DecoderRequest {
     pub latents: Option<Tensor<4>>,
 }
 
+/// What a sampling progress callback sees after each scheduler step (used by
+/// [`sample_decoder`] and by the upsampler's `sample_super_res`).
+#[derive(Debug)]
+pub struct StepInfo<'a> {
+    /// 0-based step index.
+    pub index: usize,
+    /// Number of steps of the call.
+    pub total: usize,
+    /// The timestep just denoised.
+    pub timestep: usize,
+    /// The sample after the step, `x_{t-1}` `[B, C, H, W]`.
+    pub sample: &'a Tensor<4>,
+    /// The scheduler's predicted (clipped) `x_0` at this step `[B, C, H, W]`, roughly in
+    /// `[-1, 1]`: a preview of the final image.
+    pub pred_original: &'a Tensor<4>,
+}
+
+/// A progress callback that never cancels.
+pub fn no_progress(_: &StepInfo<'_>) -> ControlFlow<()> {
+    ControlFlow::Continue(())
+}
+
 fn cat2<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::cat(vec![a, b], 0)
 }
@@ -79,12 +106,16 @@ fn cat2<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 ///
 /// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
 /// `[B, C, H, W]` tensor per step except the last.
+///
+/// `progress` is called after every step; returning [`ControlFlow::Break`] stops the call with
+/// [`DecoderError::Cancelled`] (pass `&mut no_progress` to run to the end silently).
 pub fn sample_decoder<N: NoiseSource + ?Sized>(
     unet: &UNet2DConditionModel,
     text_proj: &UnCLIPTextProjModel,
     scheduler: &mut UnCLIPScheduler,
     request: DecoderRequest,
     noise: &mut N,
+    progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
 ) -> Result<Tensor<4>, DecoderError> {
     let DecoderRequest {
         image_embeddings,
@@ -167,7 +198,9 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
         ));
     }
     let mut x = latents * scheduler.init_noise_sigma();
-    for (t, prev) in scheduler.timestep_pairs() {
+    let pairs = scheduler.timestep_pairs();
+    let total = pairs.len();
+    for (index, (t, prev)) in pairs.into_iter().enumerate() {
         let input = if cfg {
             cat2(x.clone(), x.clone())
         } else {
@@ -186,7 +219,21 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
         } else {
             out
         };
-        x = scheduler.step(out, t, x, prev, noise)?.prev_sample;
+        let step = scheduler.step(out, t, x, prev, noise)?;
+        x = step.prev_sample;
+        let flow = progress(&StepInfo {
+            index,
+            total,
+            timestep: t,
+            sample: &x,
+            pred_original: &step.pred_original_sample,
+        });
+        if flow.is_break() {
+            return Err(DecoderError::Cancelled {
+                step: index + 1,
+                total,
+            });
+        }
     }
     Ok(x.clamp(-1.0, 1.0))
 }

@@ -129,6 +129,7 @@ impl UNet2DConditionModel {
             time_embedding: TimestepEmbedding::new(
                 ch[0],
                 t_dim,
+                t_dim,
                 layout.act,
                 layout.timestep_post_act,
                 device,

@@ -3,7 +3,8 @@
 
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_decoder::{
-    DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder,
+    DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, no_progress,
+    sample_decoder,
 };
 use unclip_diffusion::{ReplayNoise, UnCLIPScheduler};
 use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
@@ -72,8 +73,15 @@ fn e2e_decoder_stage_reproduces_image_small() {
         num_inference_steps: steps,
         latents: Some(io.get("e2e.decoder_latents").float(&device)),
     };
-    let image_small =
-        sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
+    let image_small = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request,
+        &mut noise,
+        &mut no_progress,
+    )
+    .expect("sample");
     assert_eq!(
         noise.remaining(),
         0,
@@ -117,9 +125,104 @@ fn sampling_without_guidance_draws_its_own_latents() {
         latents: None,
     };
     let mut noise = unclip_diffusion::SeededNoise::new(7);
-    let x = sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise).expect("sample");
+    let x = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request,
+        &mut noise,
+        &mut no_progress,
+    )
+    .expect("sample");
     let s = unet.config.sample_size.expect("sample_size").hw();
     assert_eq!(x.dims(), [b, unet.in_channels(), s[0], s[1]]);
     let max = x.abs().max().into_scalar::<f32>();
     assert!(max <= 1.0, "clamped to [-1, 1], got {max}");
+}
+
+#[test]
+fn progress_sees_every_step_and_can_cancel() {
+    use std::ops::ControlFlow;
+    use unclip_decoder::DecoderError;
+
+    let device = test_device();
+    let dir = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&dir);
+    let unet =
+        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut scheduler =
+        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
+    let hidden = io
+        .get("e2e.text_proj.text_encoder_hidden_states")
+        .float::<3>(&device);
+    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
+    let b = prompt.dims()[0] / 2;
+    let request = DecoderRequest {
+        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
+        text: TextConditioning {
+            prompt_embeds: prompt.narrow(0, b, b),
+            hidden_states: hidden.narrow(0, b, b),
+            mask: text_mask.narrow(0, b, b),
+        },
+        uncond_text: None,
+        guidance_scale: 1.0,
+        num_inference_steps: 3,
+        latents: None,
+    };
+    // Every step, in order, with the x0 preview.
+    let mut seen = Vec::new();
+    let x = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request.clone(),
+        &mut unclip_diffusion::SeededNoise::new(7),
+        &mut |s| {
+            assert_eq!(s.pred_original.dims(), s.sample.dims());
+            seen.push((s.index, s.total, s.timestep));
+            ControlFlow::Continue(())
+        },
+    )
+    .expect("sample");
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().enumerate().all(|(i, s)| s.0 == i && s.1 == 3));
+    assert!(
+        seen.windows(2).all(|w| w[0].2 > w[1].2),
+        "timesteps decrease: {seen:?}"
+    );
+    // The same call without a callback gives the same image.
+    let y = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request.clone(),
+        &mut unclip_diffusion::SeededNoise::new(7),
+        &mut no_progress,
+    )
+    .expect("sample");
+    assert_eq!(
+        x.into_data().to_vec::<f32>().unwrap(),
+        y.into_data().to_vec::<f32>().unwrap()
+    );
+    // Cancelling after the first step.
+    let mut calls = 0;
+    let r = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request,
+        &mut unclip_diffusion::SeededNoise::new(7),
+        &mut |_| {
+            calls += 1;
+            ControlFlow::Break(())
+        },
+    );
+    assert!(
+        matches!(r, Err(DecoderError::Cancelled { step: 1, total: 3 })),
+        "{r:?}"
+    );
+    assert_eq!(calls, 1);
 }

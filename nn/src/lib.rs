@@ -20,7 +20,10 @@ pub use attention::{MASK_MIN, merge_heads, scaled_dot_product, split_heads};
 pub use checkpoint::{Checkpoint, KeyMap, LoadPrecision, atomic_write, candidate_files, save_safetensors};
 pub use config::{read_json, write_json};
 pub use device::{UnknownDevice, available_devices, parse_device};
-pub use embeddings::{timestep_embedding, timesteps_tensor};
+pub use embeddings::{TimestepEmbedding, timestep_embedding, timesteps_tensor};
 pub use error::LoadError;
 pub use layers::{GroupNorm, LayerNorm, Linear};
-pub use resample::{aa_cubic_weights, resize_aa_f32, resize_aa_u8_pil, resize_aa_u8_torch};
+pub use resample::{
+    ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil, resize_aa_u8_torch,
+    resize_bicubic_antialias,
+};

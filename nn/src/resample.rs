@@ -2,38 +2,90 @@
 //! (`F.interpolate(mode="bicubic", align_corners=False, antialias=True)`) do it: a separable
 //! cubic filter with a = -0.5 whose support widens by the scale factor when shrinking.
 //!
-//! The weights are shared; [`resize_aa_f32`] applies them in floating point (PyTorch on float
-//! tensors), [`resize_aa_u8_pil`] in PIL's 22-bit fixed point with a uint8 intermediate
-//! (PIL on 8-bit images).
+//! One window computation ([`aa_cubic_windows`]) serves three reference kernels:
+//! [`resize_bicubic_antialias`] (PyTorch on float tensors, f32 weights as matrix products),
+//! [`resize_aa_u8_pil`] (PIL's 22-bit fixed point with a uint8 intermediate) and
+//! [`resize_aa_u8_torch`] (torch's uint8 kernel with int16 weights).
 
-/// The cubic convolution kernel with a = -0.5 (PIL's `bicubic_filter`).
-fn cubic(x: f64) -> f64 {
-    const A: f64 = -0.5;
-    let x = x.abs();
-    if x < 1.0 {
-        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
-    } else if x < 2.0 {
-        (((x - 5.0) * x + 8.0) * x - 4.0) * A
-    } else {
-        0.0
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// The float type a resampling path computes its weights in: torch's float kernel uses f32,
+/// PIL and torch's uint8 kernel f64; the arithmetic is the same.
+pub trait ResampleFloat:
+    Copy
+    + PartialOrd
+    + std::ops::Add<Output = Self>
+    + std::ops::Sub<Output = Self>
+    + std::ops::Mul<Output = Self>
+    + std::ops::Div<Output = Self>
+    + std::ops::DivAssign
+    + std::iter::Sum
+{
+    fn of(v: f64) -> Self;
+    fn abs(self) -> Self;
+    /// `as i64` (truncation toward zero, as C's cast).
+    fn trunc_i64(self) -> i64;
+}
+
+impl ResampleFloat for f32 {
+    fn of(v: f64) -> Self {
+        v as f32
+    }
+    fn abs(self) -> Self {
+        f32::abs(self)
+    }
+    fn trunc_i64(self) -> i64 {
+        self as i64
     }
 }
 
-/// For every output index: the first input index and the normalised weights of the window.
-pub fn aa_cubic_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
-    let scale = in_size as f64 / out_size as f64;
-    let filterscale = scale.max(1.0);
-    let support = 2.0 * filterscale;
+impl ResampleFloat for f64 {
+    fn of(v: f64) -> Self {
+        v
+    }
+    fn abs(self) -> Self {
+        f64::abs(self)
+    }
+    fn trunc_i64(self) -> i64 {
+        self as i64
+    }
+}
+
+/// The cubic convolution kernel with a = -0.5 (PIL's `bicubic_filter`, torch's `aa_filter`).
+fn cubic<T: ResampleFloat>(x: T) -> T {
+    let a = T::of(-0.5);
+    let (one, two) = (T::of(1.0), T::of(2.0));
+    let x = x.abs();
+    if x < one {
+        ((a + two) * x - (a + T::of(3.0))) * x * x + one
+    } else if x < two {
+        (((x - T::of(5.0)) * x + T::of(8.0)) * x - T::of(4.0)) * a
+    } else {
+        T::of(0.0)
+    }
+}
+
+/// For every output index of one axis: the first input index and the normalised weights of its
+/// window (`scale = in / out`, `support = 2 max(scale, 1)`, `center = scale (i + 0.5)`,
+/// `w_j = cubic((j - center + 0.5) / max(scale, 1))`), computed in `T`.
+pub fn aa_cubic_windows<T: ResampleFloat>(in_size: usize, out_size: usize) -> Vec<(usize, Vec<T>)> {
+    if in_size == 0 || out_size == 0 {
+        return Vec::new();
+    }
+    let scale = T::of(in_size as f64) / T::of(out_size as f64);
+    let one = T::of(1.0);
+    let (support, invscale) =
+        if scale >= one { (T::of(2.0) * scale, one / scale) } else { (T::of(2.0), one) };
+    let half = T::of(0.5);
     (0..out_size)
         .map(|i| {
-            let center = (i as f64 + 0.5) * scale;
-            let xmin = ((center - support + 0.5).floor().max(0.0)) as usize;
-            let xmax = ((center + support + 0.5).floor() as usize).min(in_size);
-            let mut w: Vec<f64> = (xmin..xmax)
-                .map(|x| cubic((x as f64 - center + 0.5) / filterscale))
-                .collect();
-            let total: f64 = w.iter().sum();
-            if total != 0.0 {
+            let center = scale * (T::of(i as f64) + half);
+            let xmin = (center - support + half).trunc_i64().max(0) as usize;
+            let xmax = ((center + support + half).trunc_i64().max(0) as usize).min(in_size);
+            let mut w: Vec<T> =
+                (xmin..xmax).map(|j| cubic((T::of(j as f64) - center + half) * invscale)).collect();
+            let total: T = w.iter().copied().sum();
+            if total != T::of(0.0) {
                 for v in &mut w {
                     *v /= total;
                 }
@@ -43,36 +95,40 @@ pub fn aa_cubic_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>
         .collect()
 }
 
-/// Resizes planar `[C, H, W]` float data to `[C, out_h, out_w]` (width pass, then height pass).
-pub fn resize_aa_f32(data: &[f32], c: usize, h: usize, w: usize, out_h: usize, out_w: usize) -> Vec<f32> {
-    let wx = aa_cubic_weights(w, out_w);
-    let wy = aa_cubic_weights(h, out_h);
-    let mut tmp = vec![0f32; c * h * out_w];
-    for ch in 0..c {
-        for y in 0..h {
-            let row = &data[(ch * h + y) * w..(ch * h + y + 1) * w];
-            for (ox, (x0, ws)) in wx.iter().enumerate() {
-                let mut acc = 0f64;
-                for (k, wt) in ws.iter().enumerate() {
-                    acc += row[x0 + k] as f64 * wt;
-                }
-                tmp[(ch * h + y) * out_w + ox] = acc as f32;
-            }
-        }
+/// The f64 windows used by the uint8 paths (PIL and torch's uint8 kernel).
+pub fn aa_cubic_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>)> {
+    aa_cubic_windows::<f64>(in_size, out_size)
+}
+
+/// The dense `[out, in]` f32 resampling matrix of one axis, as torch's float kernel computes it
+/// (rows sum to 1).
+pub fn bicubic_aa_weights(input: usize, output: usize) -> Vec<f32> {
+    let mut m = vec![0f32; output * input];
+    for (i, (x0, w)) in aa_cubic_windows::<f32>(input, output).into_iter().enumerate() {
+        m[i * input + x0..i * input + x0 + w.len()].copy_from_slice(&w);
     }
-    let mut out = vec![0f32; c * out_h * out_w];
-    for ch in 0..c {
-        for (oy, (y0, ws)) in wy.iter().enumerate() {
-            for x in 0..out_w {
-                let mut acc = 0f64;
-                for (k, wt) in ws.iter().enumerate() {
-                    acc += tmp[(ch * h + y0 + k) * out_w + x] as f64 * wt;
-                }
-                out[(ch * out_h + oy) * out_w + x] = acc as f32;
-            }
-        }
+    m
+}
+
+/// `[B, C, H, W] -> [B, C, out_h, out_w]` with torch's antialiased bicubic interpolation on float
+/// tensors (`F.interpolate(mode="bicubic", align_corners=False, antialias=True)`): the width axis
+/// first, then the height axis, each as a matrix product with the `[out, in]` weight matrix.
+pub fn resize_bicubic_antialias(x: Tensor<4>, out_hw: [usize; 2]) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let device: Device = x.device();
+    let [oh, ow] = out_hw;
+    let x = if ow != w {
+        let ww = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(w, ow), [ow, w]), &device);
+        x.matmul(ww.transpose().unsqueeze::<4>()) // [B, C, H, W] x [1, 1, W, OW] -> [B, C, H, OW]
+    } else {
+        x
+    };
+    if oh != h {
+        let wh = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(h, oh), [oh, h]), &device);
+        wh.unsqueeze::<4>().matmul(x) // [1, 1, OH, H] x [B, C, H, OW] -> [B, C, OH, OW]
+    } else {
+        x
     }
-    out
 }
 
 const PRECISION_BITS: u32 = 32 - 8 - 2;
@@ -214,25 +270,28 @@ mod tests {
 
     #[test]
     fn weights_sum_to_one_and_identity_is_exact() {
-        for (i, o) in [(10, 4), (4, 10), (48, 12), (7, 7)] {
+        for (i, o) in [(10, 4), (4, 10), (48, 12), (12, 48), (64, 256), (7, 7)] {
             for (_, w) in aa_cubic_weights(i, o) {
                 assert!((w.iter().sum::<f64>() - 1.0).abs() < 1e-12);
             }
+            let m = bicubic_aa_weights(i, o);
+            for r in 0..o {
+                let s: f32 = m[r * i..(r + 1) * i].iter().sum();
+                assert!((s - 1.0).abs() < 1e-5, "{i}->{o} row {r} sums to {s}");
+            }
         }
-        let data: Vec<f32> = (0..2 * 5 * 6).map(|v| v as f32 * 0.37).collect();
-        let same = resize_aa_f32(&data, 2, 5, 6, 5, 6);
-        for (a, b) in data.iter().zip(&same) {
-            assert!((a - b).abs() < 1e-5);
+        let m = bicubic_aa_weights(5, 5);
+        for r in 0..5 {
+            for c in 0..5 {
+                assert!((m[r * 5 + c] - if r == c { 1.0 } else { 0.0 }).abs() < 1e-6);
+            }
         }
     }
 
     #[test]
     fn constant_image_stays_constant() {
-        let data = vec![0.25f32; 3 * 12 * 12];
-        for v in resize_aa_f32(&data, 3, 12, 12, 48, 40) {
-            assert!((v - 0.25).abs() < 1e-6);
-        }
         let px = vec![77u8; 9 * 11 * 3];
         assert!(resize_aa_u8_pil(&px, 9, 11, 3, 4, 5).iter().all(|&v| v == 77));
+        assert!(resize_aa_u8_torch(&px, 9, 11, 3, 20, 5).iter().all(|&v| v == 77));
     }
 }

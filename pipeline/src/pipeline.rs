@@ -2,21 +2,27 @@
 //! `UnCLIPImageVariationPipeline` (image -> variations), plus interpolation and text diffs from
 //! the DALL-E 2 paper, assembled from the stage crates.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use image::RgbImage;
-use unclip_clip::{ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection, Rgb8};
-use unclip_decoder::{DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder};
+use unclip_clip::{
+    ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection, Rgb8,
+};
+use unclip_decoder::{
+    DecoderError, DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
+    sample_decoder,
+};
 use unclip_diffusion::{NoiseSource, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
 use unclip_prior::{PriorConditioning, PriorTransformer};
 use unclip_tokenizer::ClipTokenizer;
 use unclip_upsampler::{SuperResRequest, UNet2DModel, sample_super_res, to_rgb8, to_unit_range};
 
+use crate::UnclipError;
 use crate::index::ModelIndex;
 use crate::progress::{Control, Progress, ProgressFn, Stage};
-use crate::UnclipError;
 
 /// Per-call settings (Karlo's defaults).
 #[derive(Debug, Clone, PartialEq)]
@@ -163,6 +169,7 @@ pub struct UnclipBuilder {
     text_encoder: Option<ClipTextModelWithProjection>,
     image_encoder: Option<ClipVisionModelWithProjection>,
     prior: Option<PriorTransformer>,
+    prior_scheduler: Option<UnCLIPScheduler>,
     decoder: Option<UNet2DConditionModel>,
     text_proj: Option<UnCLIPTextProjModel>,
     super_res_first: Option<UNet2DModel>,
@@ -224,6 +231,12 @@ impl UnclipBuilder {
         self.prior = Some(m);
         self
     }
+    /// The prior's scheduler, e.g. with a prior from another folder than
+    /// [`Self::from_pretrained`]'s (an image-variations folder has no `prior_scheduler`).
+    pub fn prior_scheduler(mut self, s: UnCLIPScheduler) -> Self {
+        self.prior_scheduler = Some(s);
+        self
+    }
     pub fn decoder(mut self, m: UNet2DConditionModel) -> Self {
         self.decoder = Some(m);
         self
@@ -264,7 +277,10 @@ impl UnclipBuilder {
             }
             let p = d.join(name);
             if !p.is_dir() {
-                return Err(UnclipError::MissingComponent { name, why: format!("{} is not a folder", p.display()) });
+                return Err(UnclipError::MissingComponent {
+                    name,
+                    why: format!("{} is not a folder", p.display()),
+                });
             }
             Ok(p)
         };
@@ -280,13 +296,16 @@ impl UnclipBuilder {
         };
         let image_encoder = match self.image_encoder {
             Some(m) => Some(m),
-            None if has("image_encoder") => {
-                Some(ClipVisionModelWithProjection::from_pretrained(sub("image_encoder")?, &device)?)
-            }
+            None if has("image_encoder") => Some(ClipVisionModelWithProjection::from_pretrained(
+                sub("image_encoder")?,
+                &device,
+            )?),
             None => None,
         };
         let feature_extractor = if has("feature_extractor") {
-            Some(ClipImageProcessor::from_file(sub("feature_extractor")?.join("preprocessor_config.json"))?)
+            Some(ClipImageProcessor::from_file(
+                sub("feature_extractor")?.join("preprocessor_config.json"),
+            )?)
         } else {
             image_encoder.as_ref().map(|m| {
                 let s = m.vision_model.embeddings.position_embedding.weight.dims()[0];
@@ -297,13 +316,15 @@ impl UnclipBuilder {
         };
         let prior = match self.prior {
             Some(m) => Some(m),
-            None if has("prior") => Some(PriorTransformer::from_pretrained(sub("prior")?, &device)?),
+            None if has("prior") => {
+                Some(PriorTransformer::from_pretrained(sub("prior")?, &device)?)
+            }
             None => None,
         };
-        let prior_scheduler = if prior.is_some() {
-            Some(scheduler(dir.as_deref(), "prior_scheduler")?)
-        } else {
-            None
+        let prior_scheduler = match self.prior_scheduler {
+            Some(s) => Some(s),
+            None if prior.is_some() => Some(scheduler(dir.as_deref(), "prior_scheduler")?),
+            None => None,
         };
         let text_proj = match self.text_proj {
             Some(m) => m,
@@ -341,12 +362,45 @@ impl UnclipBuilder {
 }
 
 fn scheduler(dir: Option<&Path>, name: &'static str) -> Result<UnCLIPScheduler, UnclipError> {
-    let d = dir.ok_or(UnclipError::MissingComponent { name, why: "no folder to read its config from".into() })?;
+    let d = dir.ok_or(UnclipError::MissingComponent {
+        name,
+        why: "no folder to read its config from".into(),
+    })?;
     let p = d.join(name).join("scheduler_config.json");
     if !p.is_file() {
-        return Err(UnclipError::MissingComponent { name, why: format!("{} does not exist", p.display()) });
+        return Err(UnclipError::MissingComponent {
+            name,
+            why: format!("{} does not exist", p.display()),
+        });
     }
     Ok(UnCLIPScheduler::from_file(p)?)
+}
+
+/// Forwards one finished step of a stage sampler to the pipeline's callback.
+fn report(
+    progress: &mut ProgressFn<'_>,
+    stage: Stage,
+    index: usize,
+    total: usize,
+    timestep: usize,
+) -> ControlFlow<()> {
+    match progress(Progress {
+        stage,
+        step: index + 1,
+        total,
+        timestep,
+    }) {
+        Control::Continue => ControlFlow::Continue(()),
+        Control::Cancel => ControlFlow::Break(()),
+    }
+}
+
+/// A decoder-family error of `stage`, with a cancellation turned into the pipeline's own.
+fn stage_error(e: DecoderError, stage: Stage) -> UnclipError {
+    match e {
+        DecoderError::Cancelled { .. } => UnclipError::Cancelled { stage },
+        e => e.into(),
+    }
 }
 
 /// Spherical interpolation between two embeddings `a, b [N, E]` at fraction `t` (row-wise).
@@ -373,7 +427,10 @@ impl AcosApprox for Tensor<2> {
         let device = self.device();
         let dims = self.dims();
         let data = self.into_data().convert::<f32>();
-        let v: Vec<f32> = data.as_slice::<f32>().map(|s| s.to_vec()).unwrap_or_default();
+        let v: Vec<f32> = data
+            .as_slice::<f32>()
+            .map(|s| s.to_vec())
+            .unwrap_or_default();
         let r: Vec<f32> = v.iter().map(|x| x.acos()).collect();
         Tensor::from_data(TensorData::new(r, dims), &device)
     }
@@ -389,10 +446,17 @@ impl UnclipPipeline {
         let enc = self.tokenizer.encode_batch(prompts)?;
         let shape = enc.shape();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(enc.flat_ids(), shape), &self.device);
-        let mask = Tensor::<2, Int>::from_data(TensorData::new(enc.flat_attention_mask(), shape), &self.device)
-            .equal_elem(1);
+        let mask = Tensor::<2, Int>::from_data(
+            TensorData::new(enc.flat_attention_mask(), shape),
+            &self.device,
+        )
+        .equal_elem(1);
         let (embeds, out) = self.text_encoder.forward(ids, None);
-        Ok(EncodedText { embeds, hidden_states: out.last_hidden_state, mask })
+        Ok(EncodedText {
+            embeds,
+            hidden_states: out.last_hidden_state,
+            mask,
+        })
     }
 
     /// CLIP image embeddings (not normalised, as the variation pipeline uses them) `[B, E]`.
@@ -408,14 +472,22 @@ impl UnclipPipeline {
         };
         let rgb: Vec<Rgb8> = images
             .iter()
-            .map(|i| Rgb8 { width: i.width() as usize, height: i.height() as usize, data: i.as_raw().clone() })
+            .map(|i| Rgb8 {
+                width: i.width() as usize,
+                height: i.height() as usize,
+                data: i.as_raw().clone(),
+            })
             .collect();
         let pixels = proc.preprocess_rgb(&rgb, &self.device)?;
         Ok(enc.forward(pixels).0)
     }
 
     /// Text -> image with the default seeded noise.
-    pub fn text_to_image(&self, prompts: &[&str], progress: &mut ProgressFn<'_>) -> Result<Generation, UnclipError> {
+    pub fn text_to_image(
+        &self,
+        prompts: &[&str],
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Generation, UnclipError> {
         let mut noise = SeededNoise::new(self.settings.seed);
         self.text_to_image_with(prompts, &mut noise, Latents::default(), progress)
     }
@@ -433,7 +505,15 @@ impl UnclipPipeline {
         let cond = self.encode_text(prompts)?;
         let uncond = self.encode_text(&vec![""; b])?;
         let embeddings = self.sample_prior(&cond, &uncond, latents.prior, noise, progress)?;
-        self.decode(embeddings, &cond, &uncond, latents.decoder, latents.super_res, noise, progress)
+        self.decode(
+            embeddings,
+            &cond,
+            &uncond,
+            latents.decoder,
+            latents.super_res,
+            noise,
+            progress,
+        )
     }
 
     /// The prior stage alone: text conditioning -> CLIP image embeddings `[B, E]`.
@@ -450,7 +530,8 @@ impl UnclipPipeline {
             _ => {
                 return Err(UnclipError::MissingComponent {
                     name: "prior",
-                    why: "this pipeline has no prior (an image-variations checkpoint has none)".into(),
+                    why: "this pipeline has no prior (an image-variations checkpoint has none)"
+                        .into(),
                 });
             }
         };
@@ -460,7 +541,6 @@ impl UnclipPipeline {
             guidance_scale: self.settings.prior_guidance_scale,
             num_candidates: self.settings.prior_candidates.max(1),
         };
-        let mut cancelled = false;
         let out = unclip_prior::sample::sample(
             prior,
             &mut scheduler,
@@ -469,16 +549,14 @@ impl UnclipPipeline {
             &config,
             latents,
             noise,
-            &mut |s| {
-                if !cancelled {
-                    let p = Progress { stage: Stage::Prior, step: s.index + 1, total: s.total, timestep: s.timestep };
-                    cancelled = progress(p) == Control::Cancel;
-                }
+            &mut |s| report(progress, Stage::Prior, s.index, s.total, s.timestep),
+        )
+        .map_err(|e| match e {
+            unclip_prior::PriorError::Cancelled { .. } => UnclipError::Cancelled {
+                stage: Stage::Prior,
             },
-        )?;
-        if cancelled {
-            return Err(UnclipError::Cancelled { stage: Stage::Prior });
-        }
+            e => e.into(),
+        })?;
         Ok(out.image_embeddings)
     }
 
@@ -509,16 +587,9 @@ impl UnclipPipeline {
                 latents: decoder_latents,
             },
             noise,
-        )?;
-        if progress(Progress {
-            stage: Stage::Decoder,
-            step: self.settings.decoder_steps,
-            total: self.settings.decoder_steps,
-            timestep: 0,
-        }) == Control::Cancel
-        {
-            return Err(UnclipError::Cancelled { stage: Stage::Decoder });
-        }
+            &mut |s| report(progress, Stage::Decoder, s.index, s.total, s.timestep),
+        )
+        .map_err(|e| stage_error(e, Stage::Decoder))?;
         let images = if self.settings.super_res {
             let mut scheduler = self.super_res_scheduler.clone();
             let x = sample_super_res(
@@ -532,21 +603,18 @@ impl UnclipPipeline {
                     output_size: None,
                 },
                 noise,
-            )?;
-            if progress(Progress {
-                stage: Stage::SuperRes,
-                step: self.settings.super_res_steps,
-                total: self.settings.super_res_steps,
-                timestep: 0,
-            }) == Control::Cancel
-            {
-                return Err(UnclipError::Cancelled { stage: Stage::SuperRes });
-            }
+                &mut |s| report(progress, Stage::SuperRes, s.index, s.total, s.timestep),
+            )
+            .map_err(|e| stage_error(e, Stage::SuperRes))?;
             to_unit_range(x)
         } else {
             to_unit_range(image_small.clone())
         };
-        Ok(Generation { images, image_embeddings, image_small })
+        Ok(Generation {
+            images,
+            image_embeddings,
+            image_small,
+        })
     }
 
     /// Variations of images: CLIP image embedding -> decoder -> upsamplers, from fresh noise (as
@@ -580,9 +648,20 @@ impl UnclipPipeline {
         let emb = self.encode_images(images)?; // [N, E]
         let e = emb.dims()[1];
         let n = images.len();
-        let emb = emb.unsqueeze_dim::<3>(1).expand([n, per_image, e]).reshape([n * per_image, e]);
+        let emb = emb
+            .unsqueeze_dim::<3>(1)
+            .expand([n, per_image, e])
+            .reshape([n * per_image, e]);
         let cond = self.encode_text(&vec![""; n * per_image])?;
-        self.decode(emb, &cond, &cond, latents.decoder, latents.super_res, noise, progress)
+        self.decode(
+            emb,
+            &cond,
+            &cond,
+            latents.decoder,
+            latents.super_res,
+            noise,
+            progress,
+        )
     }
 
     /// Interpolation between two image embeddings `a, b [1, E]` over `frames` frames (slerp),
@@ -595,14 +674,25 @@ impl UnclipPipeline {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Generation>, UnclipError> {
         if frames < 2 {
-            return Err(UnclipError::InvalidSetting { name: "frames", message: "at least 2".into() });
+            return Err(UnclipError::InvalidSetting {
+                name: "frames",
+                message: "at least 2".into(),
+            });
         }
         let cond = self.encode_text(&[""])?;
         (0..frames)
             .map(|k| {
                 let t = k as f32 / (frames - 1) as f32;
                 let mut noise = SeededNoise::new(self.settings.seed);
-                self.decode(slerp(a.clone(), b.clone(), t), &cond, &cond, None, None, &mut noise, progress)
+                self.decode(
+                    slerp(a.clone(), b.clone(), t),
+                    &cond,
+                    &cond,
+                    None,
+                    None,
+                    &mut noise,
+                    progress,
+                )
             })
             .collect()
     }
@@ -623,13 +713,22 @@ impl UnclipPipeline {
         let zs = t.embeds.clone().slice([0..1, 0..e]);
         let zt = t.embeds.slice([1..2, 0..e]);
         let d = unclip_clip::l2_normalize(zt - zs);
-        let zi_norm = image_embedding.clone().powi_scalar(2).sum().sqrt().into_scalar::<f32>();
+        let zi_norm = image_embedding
+            .clone()
+            .powi_scalar(2)
+            .sum()
+            .sqrt()
+            .into_scalar::<f32>();
         let cond = self.encode_text(&[""])?;
         thetas
             .iter()
             .map(|&theta| {
                 // slerp on the unit sphere, then restore the image embedding's norm
-                let z = slerp(unclip_clip::l2_normalize(image_embedding.clone()), d.clone(), theta) * zi_norm;
+                let z = slerp(
+                    unclip_clip::l2_normalize(image_embedding.clone()),
+                    d.clone(),
+                    theta,
+                ) * zi_norm;
                 let mut noise = SeededNoise::new(self.settings.seed);
                 self.decode(z, &cond, &cond, None, None, &mut noise, progress)
             })

@@ -21,6 +21,10 @@ pub enum PriorError {
     /// An invalid argument (guidance scale, number of candidates, steps, ...).
     #[error("invalid argument `{name}`: {message}")]
     InvalidArgument { name: &'static str, message: String },
+    /// The progress callback of [`crate::sample::sample`] asked to stop after step `step` of
+    /// `total` (1-based).
+    #[error("prior sampling cancelled by the progress callback after step {step} of {total}")]
+    Cancelled { step: usize, total: usize },
     /// The scheduler, guidance or noise source rejected a call.
     #[error(transparent)]
     Diffusion(#[from] unclip_diffusion::DiffusionError),

@@ -21,7 +21,7 @@ pub use error::PriorError;
 pub use load::{CONFIG_FILE, KARLO_PRIOR_KEYS, WEIGHTS_STEM, save_key};
 pub use model::{
     FeedForward, PRIOR_MASK_VALUE, PriorConditioning, PriorTransformer, SelfAttention,
-    TimestepEmbedding, TransformerBlock, causal_mask,
+    TransformerBlock, causal_mask,
 };
 pub mod sample;
 pub mod train;

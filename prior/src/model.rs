@@ -16,7 +16,8 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use unclip_nn::{
-    Activation, LayerNorm, Linear, merge_heads, scaled_dot_product, split_heads, timestep_embedding,
+    Activation, LayerNorm, Linear, TimestepEmbedding, merge_heads, scaled_dot_product, split_heads,
+    timestep_embedding,
 };
 
 use crate::{PriorError, PriorTransformerConfig};
@@ -26,25 +27,6 @@ pub const PRIOR_MASK_VALUE: f32 = -10000.0;
 
 /// Layer-norm epsilon of every norm in the prior (torch default).
 const LN_EPS: f64 = 1e-5;
-
-/// diffusers `TimestepEmbedding`: `linear_2(act(linear_1(t_emb)))`.
-#[derive(Module, Debug)]
-pub struct TimestepEmbedding {
-    /// `[time_embed_dim, inner_dim]`
-    pub linear_1: Linear,
-    /// `[inner_dim, time_embed_dim]`
-    pub linear_2: Linear,
-    #[module(skip)]
-    pub act: Activation,
-}
-
-impl TimestepEmbedding {
-    /// `[B, inner] -> [B, inner]`
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        self.linear_2
-            .forward(self.act.forward(self.linear_1.forward(x)))
-    }
-}
 
 /// diffusers `Attention` as `BasicTransformerBlock.attn1` builds it (self-attention, biased
 /// q/k/v, scale `head_dim^-0.5`).
@@ -268,11 +250,14 @@ impl PriorTransformer {
         let clip = config.clip_embed_dim();
         let e = config.embedding_dim;
         Ok(PriorTransformer {
-            time_embedding: TimestepEmbedding {
-                linear_1: Linear::new(inner, ted, true, device),
-                linear_2: Linear::new(ted, inner, true, device),
-                act: config.time_activation()?.to_nn(),
-            },
+            time_embedding: TimestepEmbedding::new(
+                inner,
+                ted,
+                inner,
+                config.time_activation()?.to_nn(),
+                None,
+                device,
+            ),
             proj_in: Linear::new(e, inner, true, device),
             embedding_proj_norm: config
                 .has_embedding_proj_norm()?

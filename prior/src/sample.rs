@@ -11,6 +11,8 @@
 //! and keeps the better one). With one candidate and the same noise this is exactly the
 //! pipeline's prior stage.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use unclip_diffusion::{NoiseSource, UnCLIPScheduler, classifier_free_guidance, randn};
 
@@ -48,6 +50,9 @@ pub struct PriorStep<'a> {
     pub timestep: usize,
     /// The latents after the step (normalised space) `[B * num_candidates, E]`.
     pub latents: &'a Tensor<2>,
+    /// The scheduler's predicted `x_0` at this step (normalised space, before
+    /// [`PriorTransformer::post_process_latents`]) `[B * num_candidates, E]`.
+    pub pred_original: &'a Tensor<2>,
 }
 
 /// The result of [`sample`].
@@ -70,7 +75,8 @@ pub struct PriorSample {
 /// - `latents`: initial `x_T` `[B * num_candidates, E]` (rows grouped by prompt), else drawn from
 ///   `noise` (first draw); the scheduler's variance noise is drawn from `noise` afterwards, one
 ///   `[B * num_candidates, E]` draw per step with `t > 0` (the pipeline's order).
-/// - `progress`: called after every step.
+/// - `progress`: called after every step; returning [`ControlFlow::Break`] stops sampling with
+///   [`PriorError::Cancelled`] (no further steps run and no more noise is drawn).
 #[allow(clippy::too_many_arguments)]
 pub fn sample<N: NoiseSource + ?Sized>(
     prior: &PriorTransformer,
@@ -80,7 +86,7 @@ pub fn sample<N: NoiseSource + ?Sized>(
     config: &PriorSampleConfig,
     latents: Option<Tensor<2>>,
     noise: &mut N,
-    progress: &mut dyn FnMut(&PriorStep<'_>),
+    progress: &mut dyn FnMut(&PriorStep<'_>) -> ControlFlow<()>,
 ) -> Result<PriorSample, PriorError> {
     let b = cond.batch();
     let n = config.num_candidates;
@@ -161,13 +167,21 @@ pub fn sample<N: NoiseSource + ?Sized>(
         } else {
             pred
         };
-        x = scheduler.step(pred, t, x, prev, noise)?.prev_sample;
-        progress(&PriorStep {
+        let out = scheduler.step(pred, t, x, prev, noise)?;
+        x = out.prev_sample;
+        let flow = progress(&PriorStep {
             index,
             total,
             timestep: t,
             latents: &x,
+            pred_original: &out.pred_original_sample,
         });
+        if flow.is_break() {
+            return Err(PriorError::Cancelled {
+                step: index + 1,
+                total,
+            });
+        }
     }
 
     // Rerank in CLIP space by the dot product with the text embedding.

@@ -2,6 +2,8 @@
 //! same latents, text states and scheduler noise give the same image embeddings, step by step.
 //! Also: reranking of several candidates, and argument errors.
 
+use std::ops::ControlFlow;
+
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_diffusion::{ReplayNoise, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::{PriorSampleConfig, sample};
@@ -84,7 +86,10 @@ fn prior_stage_matches_the_pipeline() {
         &config,
         Some(latents),
         &mut noise,
-        &mut |s| seen.push((s.index, s.timestep, s.latents.clone())),
+        &mut |s| {
+            seen.push((s.index, s.timestep, s.latents.clone()));
+            ControlFlow::Continue(())
+        },
     )
     .unwrap();
     assert_eq!(seen.len(), steps);
@@ -137,7 +142,10 @@ fn reranking_keeps_the_best_candidate() {
         &config,
         None,
         &mut SeededNoise::new(3),
-        &mut |_| calls += 1,
+        &mut |_| {
+            calls += 1;
+            ControlFlow::Continue(())
+        },
     )
     .unwrap();
     assert_eq!(calls, 4);
@@ -172,7 +180,7 @@ fn reranking_keeps_the_best_candidate() {
         &config,
         None,
         &mut SeededNoise::new(3),
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
     )
     .unwrap();
     assert_eq!(to_vec(again.candidates), cands);
@@ -202,7 +210,7 @@ fn sampling_argument_errors_are_typed() {
         &cfg,
         None,
         &mut noise,
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
     );
     assert!(matches!(
         r,
@@ -222,7 +230,7 @@ fn sampling_argument_errors_are_typed() {
             &no_cfg,
             None,
             &mut noise,
-            &mut |_| {}
+            &mut |_| ControlFlow::Continue(())
         )
         .is_ok()
     );
@@ -236,7 +244,7 @@ fn sampling_argument_errors_are_typed() {
         &no_cfg,
         Some(bad),
         &mut noise,
-        &mut |_| {},
+        &mut |_| ControlFlow::Continue(()),
     );
     assert!(matches!(
         r,
@@ -258,8 +266,48 @@ fn sampling_argument_errors_are_typed() {
             &one,
             None,
             &mut noise,
-            &mut |_| {}
+            &mut |_| ControlFlow::Continue(())
         ),
         Err(PriorError::Diffusion(_))
     ));
+}
+
+#[test]
+fn the_progress_callback_can_cancel() {
+    let device = test_device();
+    let root = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&root);
+    let prior = PriorTransformer::from_pretrained(root.join("prior"), &device).unwrap();
+    let mut scheduler =
+        UnCLIPScheduler::from_file(root.join("prior_scheduler/scheduler_config.json")).unwrap();
+    let (cond, uncond) = e2e_conditioning(&io, &device);
+    let config = PriorSampleConfig {
+        num_inference_steps: 4,
+        guidance_scale: 2.0,
+        num_candidates: 1,
+    };
+    let mut seen = Vec::new();
+    let r = sample(
+        &prior,
+        &mut scheduler,
+        &cond,
+        Some(&uncond),
+        &config,
+        None,
+        &mut SeededNoise::new(1),
+        &mut |s| {
+            assert_eq!(s.pred_original.dims(), s.latents.dims());
+            seen.push((s.index, s.total));
+            if s.index == 1 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        },
+    );
+    assert!(
+        matches!(r, Err(PriorError::Cancelled { step: 2, total: 4 })),
+        "{r:?}"
+    );
+    assert_eq!(seen, vec![(0, 4), (1, 4)]);
 }

@@ -14,3 +14,4 @@ pub use config::UNet2DConfig;
 pub use resample::{bicubic_aa_weights, resize_bicubic_antialias};
 pub use sampling::{SuperResRequest, sample_super_res, to_nhwc, to_rgb8, to_unit_range};
 pub use unet::{SUPER_RES_KEYMAP, UNet2DModel};
+pub use unclip_decoder::{StepInfo, no_progress};

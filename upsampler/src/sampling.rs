@@ -9,9 +9,14 @@
 //!    (no guidance), then `scheduler.step` (fixed_small_log variance, clipped x0);
 //! 4. the output is the final sample in `[-1, 1]`-ish scale: [`to_unit_range`] applies the
 //!    pipeline's `(x * 0.5 + 0.5).clamp(0, 1)`.
+//!
+//! After every step a progress callback sees an [`unclip_decoder::StepInfo`] (with the step's
+//! `x_0` prediction) and may stop the call ([`ControlFlow::Break`] -> `DecoderError::Cancelled`).
+
+use std::ops::ControlFlow;
 
 use burn::tensor::Tensor;
-use unclip_decoder::DecoderError;
+use unclip_decoder::{DecoderError, StepInfo};
 use unclip_diffusion::{NoiseSource, UnCLIPScheduler};
 
 use crate::{UNet2DModel, resize_bicubic_antialias};
@@ -34,12 +39,16 @@ pub struct SuperResRequest {
 ///
 /// Noise order as in diffusers: `x_T` (when not given), then one `[B, C, S, S]` tensor per
 /// step except the last.
+///
+/// `progress` is called after every step; returning [`ControlFlow::Break`] stops the call with
+/// [`DecoderError::Cancelled`] (pass `&mut unclip_decoder::no_progress` to run silently).
 pub fn sample_super_res<N: NoiseSource + ?Sized>(
     first: &UNet2DModel,
     last: &UNet2DModel,
     scheduler: &mut UnCLIPScheduler,
     request: SuperResRequest,
     noise: &mut N,
+    progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
 ) -> Result<Tensor<4>, DecoderError> {
     let SuperResRequest {
         image_small,
@@ -93,7 +102,21 @@ pub fn sample_super_res<N: NoiseSource + ?Sized>(
         let unet = if i + 1 == n { last } else { first };
         let input = Tensor::cat(vec![x.clone(), upscaled.clone()], 1); // [B, 2C, S, S]
         let out = unet.forward(input, Tensor::<1>::from_floats([t as f32], &device))?;
-        x = scheduler.step(out, t, x, prev, noise)?.prev_sample;
+        let step = scheduler.step(out, t, x, prev, noise)?;
+        x = step.prev_sample;
+        let flow = progress(&StepInfo {
+            index: i,
+            total: n,
+            timestep: t,
+            sample: &x,
+            pred_original: &step.pred_original_sample,
+        });
+        if flow.is_break() {
+            return Err(DecoderError::Cancelled {
+                step: i + 1,
+                total: n,
+            });
+        }
     }
     Ok(x)
 }

@@ -3,17 +3,60 @@
 //! - `bench-clip`: times one CLIP forward (text + vision towers, ViT-B/32 shapes by default) on
 //!   every CPU backend compiled in, in one run, and prints the figures and their ratio to the
 //!   first backend (the baseline). Build with `--features ndarray` to compare flex and ndarray.
+//! - `bench-prior`, `bench-decoder`, `bench-super-res`: time one forward of the prior
+//!   transformer, the decoder UNet and the 64->256 super-resolution UNet at the reference
+//!   configs of `xtask/bench/configs/*.json` (diffusers `config.json` files, random init), on
+//!   each device asked for. With `--torch-python PATH` the same forward is then timed in
+//!   PyTorch (`xtask/bench/torch_forward.py`, same configs, inputs shapes, warm-up and
+//!   iteration counts) right after, and the ratio Rust / PyTorch is printed. See
+//!   `docs/benchmarks.md`.
 
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Instant;
 
-use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use clap::{Parser, Subcommand};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
+use clap::{Args, Parser, Subcommand};
 use unclip_clip::{ClipConfig, ClipModel};
+use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
+use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
+use unclip_upsampler::{UNet2DConfig, UNet2DModel};
+
+/// The reference configs, shared with the PyTorch script.
+const PRIOR_CONFIG: &str = include_str!("../bench/configs/prior.json");
+const DECODER_CONFIG: &str = include_str!("../bench/configs/decoder.json");
+const SUPER_RES_CONFIG: &str = include_str!("../bench/configs/super_res.json");
 
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
     task: Task,
+}
+
+#[derive(Args, Clone)]
+struct BenchOpts {
+    /// Batch size (default: the reference batch of the benchmark).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Untimed warm-up forwards per device.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Timed forwards per device; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+    /// Devices to time, the first is the baseline of the ratio column.
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    devices: Vec<String>,
+    /// Python interpreter with torch + diffusers: also time the PyTorch forward (same config,
+    /// shapes, warm-up and iterations) after the Rust one, and print Rust / PyTorch.
+    #[arg(long)]
+    torch_python: Option<PathBuf>,
+    /// Threads for PyTorch (`torch.set_num_threads`).
+    #[arg(long, default_value_t = 2)]
+    torch_threads: usize,
+    /// Rust-then-PyTorch rounds (medians of every round are printed, and the median ratio).
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 #[derive(Subcommand)]
@@ -30,18 +73,245 @@ enum Task {
         #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
         devices: Vec<String>,
     },
+    /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
+    BenchPrior(BenchOpts),
+    /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
+    /// 81 x 384; batch 2, the guidance pair).
+    BenchDecoder(BenchOpts),
+    /// Time one super-resolution UNet step (Karlo super_res_first layout, channels
+    /// [64,128,192,256], 6 -> 3 channels at 256x256; batch 1).
+    BenchSuperRes(BenchOpts),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.task {
         Task::BenchClip { batch, iters, devices } => bench_clip(batch, iters, &devices),
+        Task::BenchPrior(o) => bench_model(Model::Prior, &o),
+        Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
+        Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// `warmup` untimed calls, then `iters` timed calls (ms).
+fn time_it(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
+    for _ in 0..warmup {
+        f();
+    }
+    (0..iters)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect()
+}
+
+fn fmt_times(v: &[f64]) -> String {
+    v.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(" ")
+}
+
+#[derive(Clone, Copy)]
+enum Model {
+    Prior,
+    Decoder,
+    SuperRes,
+}
+
+impl Model {
+    fn torch_name(self) -> &'static str {
+        match self {
+            Model::Prior => "prior",
+            Model::Decoder => "decoder",
+            Model::SuperRes => "super-res",
+        }
+    }
+    fn default_batch(self) -> usize {
+        match self {
+            Model::Prior | Model::Decoder => 2,
+            Model::SuperRes => 1,
+        }
+    }
+    fn describe(self, batch: usize) -> String {
+        match self {
+            Model::Prior => {
+                let c: PriorTransformerConfig = serde_json::from_str(PRIOR_CONFIG).unwrap();
+                format!(
+                    "PriorTransformer: {} layers, {} heads x {}, embedding_dim {}, {}+{} tokens; batch {batch}, with text mask (causal + padding bias)",
+                    c.num_layers,
+                    c.num_attention_heads,
+                    c.attention_head_dim,
+                    c.embedding_dim,
+                    c.num_embeddings,
+                    c.additional_embeddings
+                )
+            }
+            Model::Decoder => {
+                let c: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG).unwrap();
+                format!(
+                    "UNet2DConditionModel (Karlo decoder layout): channels {:?}, 64x64, in {} / out {}, context {DECODER_CONTEXT} x {}; batch {batch}",
+                    c.block_out_channels,
+                    c.in_channels,
+                    c.out_channels,
+                    DECODER_CROSS_DIM
+                )
+            }
+            Model::SuperRes => {
+                let c: UNet2DConfig = serde_json::from_str(SUPER_RES_CONFIG).unwrap();
+                format!(
+                    "UNet2DModel (Karlo super_res_first layout): channels {:?}, {} layers/block, 256x256, in {} / out {}; batch {batch}",
+                    c.block_out_channels, c.layers_per_block, c.in_channels, c.out_channels
+                )
+            }
+        }
+    }
+}
+
+const PRIOR_TEXT_TOKENS: usize = 12; // real tokens of the mask (the rest is padding)
+const DECODER_CONTEXT: usize = 81; // 77 text tokens + 4 clip_extra_context_tokens
+const DECODER_CROSS_DIM: usize = 384;
+const DECODER_REAL_TOKENS: usize = 16; // 4 extra + 12 text tokens attended to
+const DIFFUSION_T: f32 = 999.0;
+
+fn mask(batch: usize, len: usize, real: usize, device: &Device) -> Tensor<2, Bool> {
+    let v: Vec<bool> = (0..batch * len).map(|i| i % len < real).collect();
+    Tensor::from_data(TensorData::new(v, [batch, len]), device)
+}
+
+fn normal<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+}
+
+/// Builds the model and inputs on `device`, returns the timings (ms) of `warmup` + `iters`.
+fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &Device) -> Vec<f64> {
+    let b = batch;
+    let t = Tensor::<1>::from_data(TensorData::new(vec![DIFFUSION_T; b], [b]), device);
+    match model {
+        Model::Prior => {
+            let cfg: PriorTransformerConfig = serde_json::from_str(PRIOR_CONFIG).expect("prior config");
+            let m = PriorTransformer::new(&cfg, device).expect("prior");
+            let e = cfg.embedding_dim;
+            let x = normal([b, e], device);
+            let cond = PriorConditioning {
+                proj_embedding: normal([b, cfg.embedding_proj_dim()], device),
+                encoder_hidden_states: Some(normal([b, cfg.num_embeddings, e], device)),
+                attention_mask: Some(mask(b, cfg.num_embeddings, PRIOR_TEXT_TOKENS, device)),
+            };
+            time_it(warmup, iters, || {
+                let y = m.forward(x.clone(), t.clone(), &cond).expect("prior forward");
+                let _ = y.into_data();
+            })
+        }
+        Model::Decoder => {
+            let cfg: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG).expect("decoder config");
+            let m = UNet2DConditionModel::new(&cfg, device).expect("decoder");
+            let temb = cfg.layout().expect("layout").time_embed_dim;
+            let x = normal([b, cfg.in_channels, 64, 64], device);
+            let ctx = normal([b, DECODER_CONTEXT, DECODER_CROSS_DIM], device);
+            let class = normal([b, temb], device);
+            let mk = mask(b, DECODER_CONTEXT, DECODER_REAL_TOKENS, device);
+            time_it(warmup, iters, || {
+                let y = m
+                    .forward(x.clone(), t.clone(), ctx.clone(), Some(class.clone()), Some(mk.clone()))
+                    .expect("decoder forward");
+                let _ = y.into_data();
+            })
+        }
+        Model::SuperRes => {
+            let cfg: UNet2DConfig = serde_json::from_str(SUPER_RES_CONFIG).expect("super-res config");
+            let m = UNet2DModel::new(&cfg, device).expect("super-res");
+            let x = normal([b, cfg.in_channels, 256, 256], device);
+            time_it(warmup, iters, || {
+                let y = m.forward(x.clone(), t.clone()).expect("super-res forward");
+                let _ = y.into_data();
+            })
+        }
+    }
+}
+
+/// Runs `xtask/bench/torch_forward.py` and reads its `times_ms=` line.
+fn time_torch(python: &PathBuf, model: Model, o: &BenchOpts, batch: usize) -> Result<Vec<f64>, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_forward.py");
+    let out = Command::new(python)
+        .arg(script)
+        .arg(model.torch_name())
+        .args(["--batch", &batch.to_string()])
+        .args(["--warmup", &o.warmup.to_string()])
+        .args(["--iters", &o.iters.to_string()])
+        .args(["--threads", &o.torch_threads.to_string()])
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("{}\n{}", stdout, String::from_utf8_lossy(&out.stderr)));
+    }
+    for line in stdout.lines() {
+        if let Some(rest) = line.strip_prefix("times_ms=") {
+            return rest
+                .split(',')
+                .map(|s| s.trim().parse::<f64>().map_err(|e| format!("{s}: {e}")))
+                .collect();
+        }
+        println!("  torch: {line}");
+    }
+    Err(format!("no times_ms= line in:\n{stdout}"))
+}
+
+fn bench_model(model: Model, o: &BenchOpts) {
+    let batch = o.batch.unwrap_or(model.default_batch());
+    println!("{}", model.describe(batch));
+    println!(
+        "warm-up {}, {} timed iterations, median (all timings in ms in brackets), {} round(s)",
+        o.warmup, o.iters, o.rounds
+    );
+    let devices: Vec<(String, Device)> = o
+        .devices
+        .iter()
+        .filter_map(|name| match unclip_nn::parse_device(name) {
+            Ok(d) => Some((name.clone(), d)),
+            Err(e) => {
+                println!("{name}: skipped: {e}");
+                None
+            }
+        })
+        .collect();
+    let mut ratios = Vec::new();
+    for round in 0..o.rounds.max(1) {
+        let mut baseline = None;
+        println!("round {}", round + 1);
+        println!("| implementation | median ms | ratio to {} | timings |", devices.first().map_or("-", |d| &d.0));
+        println!("|---|---|---|---|");
+        for (name, device) in &devices {
+            let times = time_rust(model, batch, o.warmup, o.iters, device);
+            let m = median(times.clone());
+            let base = *baseline.get_or_insert(m);
+            println!("| rust {name} | {m:.1} | {:.2} | {} |", m / base, fmt_times(&times));
+        }
+        if let Some(py) = &o.torch_python {
+            match time_torch(py, model, o, batch) {
+                Ok(times) => {
+                    let m = median(times.clone());
+                    let base = baseline.unwrap_or(m);
+                    println!("| pytorch | {m:.1} | {:.2} | {} |", m / base, fmt_times(&times));
+                    println!("rust {} / pytorch = {:.2}", devices.first().map_or("-", |d| &d.0), base / m);
+                    ratios.push(base / m);
+                }
+                Err(e) => println!("| pytorch | failed: {e} | | |"),
+            }
+        }
+    }
+    if ratios.len() > 1 {
+        println!(
+            "rust / pytorch per round: {}; median {:.2}",
+            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+            median(ratios.clone())
+        );
+    }
 }
 
 fn bench_clip(batch: usize, iters: usize, devices: &[String]) {

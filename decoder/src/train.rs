@@ -1,0 +1,770 @@
+//! Training the unCLIP decoder (DALL-E 2 §2.1, GLIDE / improved DDPM recipe): the
+//! `UnCLIPTextProjModel` and the `UNet2DConditionModel` are optimised together on
+//! `(image, CLIP image embedding, CLIP text embedding, text hidden states, text mask)` batches.
+//!
+//! - Objective: the UNet outputs `[B, 2C, S, S]` (eps + learned-range variance values); the loss
+//!   is the improved-DDPM hybrid `MSE(eps) + lambda * L_vlb` with `lambda = 0.001` (GLIDE,
+//!   Nichol & Dhariwal), from `unclip-diffusion`'s [`TrainingObjective`] with Karlo's decoder
+//!   schedule (`squaredcos_cap_v2`, eps prediction, `learned_range`), `T0Likelihood::
+//!   DiscretizedGaussian` (images in `[-1, 1]`, 256 levels).
+//! - Conditioning dropout (DALL-E 2: "randomly setting the CLIP embeddings to zero (or a learned
+//!   embedding) 10% of the time, and randomly dropping the text caption 50% of the time"):
+//!   a dropped image embedding is replaced by text_proj's learned
+//!   `learned_classifier_free_guidance_embeddings` (exactly what text_proj puts in the
+//!   unconditional rows under classifier-free guidance, so sampling with guidance sees what
+//!   training saw); a dropped caption is replaced by the empty prompt's conditioning (text
+//!   embedding, hidden states and mask), passed in by the caller as in `PriorTrainer`.
+//! - AdamW, an exponential moving average (EMA) of both models, and atomic checkpoints.
+//!
+//! Timesteps, noise and the dropout draws come from one seeded host generator
+//! ([`SeededNoise`]), so a run is reproducible on every device.
+//!
+//! Checkpoint layout ([`DecoderTrainer::save_checkpoint`]), every file written atomically
+//! (temporary file + rename), the state file last:
+//!
+//! ```text
+//! <dir>/text_proj/config.json                          EMA text_proj (the model when EMA is off):
+//! <dir>/text_proj/diffusion_pytorch_model.safetensors  UnCLIPTextProjModel::from_pretrained
+//! <dir>/decoder/config.json                            EMA decoder UNet:
+//! <dir>/decoder/diffusion_pytorch_model.safetensors    UNet2DConditionModel::from_pretrained
+//! <dir>/online/text_proj/...                           the raw (optimised) weights, same layout
+//! <dir>/online/decoder/...
+//! <dir>/trainer_state.json                             step and training settings
+//! ```
+//!
+//! The weight files carry diffusers' key names (`….to_out.0.weight`), so diffusers reads them
+//! too. AdamW's moment estimates are not saved (burn keys optimiser state by parameter id, which
+//! a safetensors reload does not preserve): a resumed run restarts them.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::store::ModuleSnapshot;
+use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use unclip_diffusion::{
+    BetaSchedule, HybridLossConfig, LossTerms, NoiseSource, PredictionType, SchedulerConfig,
+    SeededNoise, T0Likelihood, TrainingObjective, VarianceType,
+};
+use unclip_nn::LoadError;
+
+use crate::config::TextProjConfig;
+use crate::{DecoderError, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
+
+/// Stem of the weights file (`.safetensors`).
+pub const WEIGHTS_STEM: &str = "diffusion_pytorch_model";
+/// Name of the config file.
+pub const CONFIG_FILE: &str = "config.json";
+/// Name of the trainer state file.
+pub const STATE_FILE: &str = "trainer_state.json";
+
+// ---------------------------------------------------------------------------------------------
+// Shared helpers (also used by `unclip-upsampler`'s trainer).
+// ---------------------------------------------------------------------------------------------
+
+/// Collects every float parameter (flattened, detached) in visiting order.
+struct Gather(Vec<Tensor<1>>);
+
+impl ModuleVisitor for Gather {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        let n = t.shape().num_elements();
+        self.0.push(t.reshape([n]));
+    }
+}
+
+/// `ema = decay * ema + (1 - decay) * model`, parameter by parameter in visiting order.
+struct Blend {
+    src: std::vec::IntoIter<Tensor<1>>,
+    decay: f64,
+}
+
+impl ModuleMapper for Blend {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.src.next() {
+            Some(s) => {
+                let decay = self.decay;
+                param.map(|t| {
+                    let dims = t.dims();
+                    t * decay + s.reshape(dims) * (1.0 - decay)
+                })
+            }
+            None => param,
+        }
+    }
+}
+
+/// One EMA update: `ema = decay * ema + (1 - decay) * model`, parameter by parameter. `model` and
+/// `ema` must be the same architecture on the same (plain) device: pass `model.valid()`.
+pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
+    let mut g = Gather(Vec::new());
+    model.visit(&mut g);
+    ema.map(&mut Blend {
+        src: g.0.into_iter(),
+        decay,
+    })
+}
+
+/// Writes `dir/config.json` (`config` with `_class_name` added) and
+/// `dir/diffusion_pytorch_model.safetensors` (f32; each module path turned into a checkpoint key
+/// by `key`), each atomically. The safetensors header carries `{"format": "pt"}` as
+/// diffusers / transformers write it.
+pub fn save_diffusers_folder<M: ModuleSnapshot>(
+    module: &M,
+    config: &impl Serialize,
+    class_name: &str,
+    dir: &Path,
+    key: impl Fn(&str) -> String,
+) -> Result<(), DecoderError> {
+    let path = dir.join(format!("{WEIGHTS_STEM}.safetensors"));
+    let werr = |m: String| LoadError::Write {
+        path: path.clone(),
+        message: m,
+    };
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in module.collect(None, None, false) {
+        let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
+        if dtype != DType::F32 {
+            return Err(werr(format!("tensor {name} has dtype {dtype:?}; only f32 is saved")).into());
+        }
+        owned.push((key(&name), shape.to_vec(), bytes.to_vec()));
+    }
+    let views = owned
+        .iter()
+        .map(|(n, s, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| werr(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| werr(e.to_string()))?;
+    unclip_nn::atomic_write(&path, &bytes)?;
+
+    let cpath = dir.join(CONFIG_FILE);
+    let mut value = serde_json::to_value(config).map_err(|e| LoadError::Write {
+        path: cpath.clone(),
+        message: e.to_string(),
+    })?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert(
+            "_class_name".to_string(),
+            serde_json::Value::String(class_name.to_string()),
+        );
+    }
+    unclip_nn::write_json(&cpath, &value)?;
+    Ok(())
+}
+
+/// Module path -> checkpoint key for every UNet built from this crate's blocks (the inverse of
+/// [`crate::DECODER_KEYMAP`]: diffusers' `to_out` is `ModuleList([Linear, Dropout])`).
+pub fn decoder_save_key(module_path: &str) -> String {
+    module_path.replace(".to_out.", ".to_out.0.")
+}
+
+/// A uniform draw in `[0, 1)` (53 random bits).
+pub fn uniform01<R: Rng + ?Sized>(rng: &mut R) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// `keep[i] = 0` with probability `p`, else 1.
+fn keep_mask<R: Rng + ?Sized>(rng: &mut R, b: usize, p: f64) -> Vec<f32> {
+    (0..b)
+        .map(|_| if uniform01(rng) < p { 0.0 } else { 1.0 })
+        .collect()
+}
+
+pub(crate) fn check_prob(name: &str, p: f64) -> Result<(), DecoderError> {
+    if (0.0..=1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(DecoderError::InvalidArgument {
+            name: name.into(),
+            message: format!("{p} is not in [0, 1]"),
+        })
+    }
+}
+
+/// Checks the shared optimiser / EMA settings of a training config.
+pub fn check_common(
+    learning_rate: f64,
+    weight_decay: f64,
+    ema_decay: Option<f64>,
+    num_train_timesteps: usize,
+) -> Result<(), DecoderError> {
+    if !(learning_rate.is_finite() && learning_rate > 0.0) {
+        return Err(DecoderError::InvalidArgument {
+            name: "learning_rate".into(),
+            message: format!("{learning_rate} is not a positive number"),
+        });
+    }
+    if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+        return Err(DecoderError::InvalidArgument {
+            name: "weight_decay".into(),
+            message: format!("{weight_decay} is not a non-negative number"),
+        });
+    }
+    if let Some(d) = ema_decay
+        && !(0.0..1.0).contains(&d)
+    {
+        return Err(DecoderError::InvalidArgument {
+            name: "ema_decay".into(),
+            message: format!("{d} is not in [0, 1)"),
+        });
+    }
+    if num_train_timesteps == 0 {
+        return Err(DecoderError::InvalidArgument {
+            name: "num_train_timesteps".into(),
+            message: "must be positive".into(),
+        });
+    }
+    Ok(())
+}
+
+/// The loss values of one training step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StepLosses {
+    /// What was minimised (`mse + lambda * T * vlb`, or `mse`).
+    pub loss: f32,
+    /// The simple MSE on eps.
+    pub mse: f32,
+    /// Mean VLB term in bits per dimension (learned-range variance only).
+    pub vlb: Option<f32>,
+}
+
+impl StepLosses {
+    /// Host values of a [`LossTerms`].
+    pub fn from_terms(terms: &LossTerms) -> Self {
+        StepLosses {
+            loss: terms.loss.clone().into_scalar::<f32>(),
+            mse: terms.mse.clone().into_scalar::<f32>(),
+            vlb: terms.vlb.as_ref().map(|v| v.clone().into_scalar::<f32>()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Saving the decoder models in the diffusers layout.
+// ---------------------------------------------------------------------------------------------
+
+impl UNet2DConditionModel {
+    /// Writes `dir/config.json` and `dir/diffusion_pytorch_model.safetensors` (f32, diffusers
+    /// keys), each atomically, so [`UNet2DConditionModel::from_pretrained`] (and diffusers) reads
+    /// the folder back.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), DecoderError> {
+        save_diffusers_folder(
+            self,
+            &self.config,
+            "UNet2DConditionModel",
+            dir.as_ref(),
+            decoder_save_key,
+        )
+    }
+}
+
+impl UnCLIPTextProjModel {
+    /// The config this model was built from (recovered from its layer shapes).
+    pub fn config(&self) -> TextProjConfig {
+        TextProjConfig {
+            clip_extra_context_tokens: self.clip_extra_context_tokens,
+            clip_embeddings_dim: self.clip_embeddings_dim(),
+            time_embed_dim: self.embedding_proj.d_out(),
+            cross_attention_dim: self.cross_attention_dim(),
+        }
+    }
+
+    /// Writes `dir/config.json` and `dir/diffusion_pytorch_model.safetensors` (the keys are the
+    /// module paths, as in diffusers), each atomically, so
+    /// [`UnCLIPTextProjModel::from_pretrained`] reads the folder back.
+    pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), DecoderError> {
+        save_diffusers_folder(
+            self,
+            &self.config(),
+            "UnCLIPTextProjModel",
+            dir.as_ref(),
+            |k| k.to_string(),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decoder trainer.
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of a decoder training run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DecoderTrainConfig {
+    /// AdamW learning rate (DALL-E 2's decoder: 1.2e-4).
+    pub learning_rate: f64,
+    /// AdamW decoupled weight decay (DALL-E 2's decoder: 0).
+    pub weight_decay: f64,
+    /// EMA decay per step (`None`: no EMA). DALL-E 2 uses 0.9999.
+    pub ema_decay: Option<f64>,
+    /// Probability of replacing an example's CLIP image embedding by text_proj's learned
+    /// unconditional embedding (DALL-E 2: 10%).
+    pub image_embedding_drop_prob: f64,
+    /// Probability of replacing an example's caption by the empty prompt (DALL-E 2: 50%).
+    pub caption_drop_prob: f64,
+    /// Weight of `L_vlb` in the hybrid loss (improved DDPM / GLIDE: 0.001).
+    pub vlb_weight: f32,
+    /// Diffusion steps of the noise schedule (cosine, Karlo's decoder scheduler).
+    pub num_train_timesteps: usize,
+    /// Seed of the host RNG (timesteps, noise, dropout).
+    pub seed: u64,
+}
+
+impl Default for DecoderTrainConfig {
+    fn default() -> Self {
+        DecoderTrainConfig {
+            learning_rate: 1.2e-4,
+            weight_decay: 0.0,
+            ema_decay: Some(0.9999),
+            image_embedding_drop_prob: 0.1,
+            caption_drop_prob: 0.5,
+            vlb_weight: 0.001,
+            num_train_timesteps: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// One decoder training batch.
+#[derive(Debug, Clone)]
+pub struct DecoderBatch {
+    /// `[B, C, S, S]`: images in `[-1, 1]` (x_0).
+    pub images: Tensor<4>,
+    /// `[B, E]`: CLIP image embeddings of the images.
+    pub image_embeddings: Tensor<2>,
+    /// The captions' CLIP conditioning: `prompt_embeds [B, E]`, `hidden_states [B, T, E]`,
+    /// `mask [B, T]`.
+    pub text: TextConditioning,
+}
+
+/// The models the decoder trainer optimises together.
+#[derive(Module, Debug)]
+pub struct DecoderModels {
+    pub text_proj: UnCLIPTextProjModel,
+    pub unet: UNet2DConditionModel,
+}
+
+/// What `trainer_state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DecoderTrainerState {
+    pub step: u64,
+    pub train: DecoderTrainConfig,
+}
+
+/// A decoder training loop's state: text_proj + UNet on an autodiff device, their EMA, AdamW
+/// and the host RNG.
+///
+/// ```no_run
+/// use burn::tensor::Device;
+/// use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
+/// use unclip_decoder::{TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
+///
+/// # fn batches() -> Vec<DecoderBatch> { unimplemented!() }
+/// # fn empty_prompt() -> TextConditioning { unimplemented!() }
+/// let device = Device::flex().autodiff();
+/// let unet = UNet2DConditionModel::from_pretrained("karlo-v1-alpha/decoder", &device)?;
+/// let text_proj = UnCLIPTextProjModel::from_pretrained("karlo-v1-alpha/text_proj", &device)?;
+/// // The empty prompt's CLIP conditioning (one row): prompt_embeds [1, E],
+/// // hidden_states [1, T, E], mask [1, T].
+/// let uncond: TextConditioning = empty_prompt();
+/// let mut trainer =
+///     DecoderTrainer::new(text_proj, unet, uncond, DecoderTrainConfig::default(), &device)?;
+/// for batch in batches() {
+///     let losses = trainer.train_step(&batch)?;
+///     println!("step {} loss {:.4} (mse {:.4})", trainer.step, losses.loss, losses.mse);
+///     if trainer.step % 1000 == 0 {
+///         trainer.save_checkpoint("runs/decoder")?;
+///     }
+/// }
+/// // Later: DecoderTrainer::resume("runs/decoder", empty_prompt(), &device)?
+/// # Ok::<(), unclip_decoder::DecoderError>(())
+/// ```
+pub struct DecoderTrainer {
+    /// The optimised models (autodiff device).
+    pub models: DecoderModels,
+    /// EMA of the weights (plain device), when enabled.
+    pub ema: Option<DecoderModels>,
+    /// The empty prompt's conditioning (one row), used for caption dropout.
+    pub uncond: TextConditioning,
+    pub config: DecoderTrainConfig,
+    /// Optimiser steps taken.
+    pub step: u64,
+    device: Device,
+    optim: ModuleOptimizer,
+    noise: SeededNoise,
+    objective: TrainingObjective,
+}
+
+impl std::fmt::Debug for DecoderTrainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecoderTrainer")
+            .field("step", &self.step)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl DecoderTrainer {
+    /// Starts training `text_proj` and `unet` (moved to `device`, which should be an autodiff
+    /// device such as `Device::flex().autodiff()`). `uncond` is the empty prompt's conditioning
+    /// (one row; its token length must be the batches' T).
+    pub fn new(
+        text_proj: UnCLIPTextProjModel,
+        unet: UNet2DConditionModel,
+        uncond: TextConditioning,
+        config: DecoderTrainConfig,
+        device: &Device,
+    ) -> Result<Self, DecoderError> {
+        Self::with_step(
+            DecoderModels { text_proj, unet },
+            None,
+            uncond,
+            config,
+            0,
+            device,
+        )
+    }
+
+    fn with_step(
+        models: DecoderModels,
+        ema: Option<DecoderModels>,
+        uncond: TextConditioning,
+        config: DecoderTrainConfig,
+        step: u64,
+        device: &Device,
+    ) -> Result<Self, DecoderError> {
+        check_common(
+            config.learning_rate,
+            config.weight_decay,
+            config.ema_decay,
+            config.num_train_timesteps,
+        )?;
+        check_prob("image_embedding_drop_prob", config.image_embedding_drop_prob)?;
+        check_prob("caption_drop_prob", config.caption_drop_prob)?;
+        if !(config.vlb_weight.is_finite() && config.vlb_weight >= 0.0) {
+            return Err(DecoderError::InvalidArgument {
+                name: "vlb_weight".into(),
+                message: format!("{} is not a non-negative number", config.vlb_weight),
+            });
+        }
+        let ucfg = &models.unet.config;
+        if ucfg.out_channels != 2 * ucfg.in_channels {
+            return Err(DecoderError::invalid(
+                "out_channels",
+                format!(
+                    "{} must be 2 * in_channels = {} for learned-range variance training",
+                    ucfg.out_channels,
+                    2 * ucfg.in_channels
+                ),
+            ));
+        }
+        let e = models.text_proj.clip_embeddings_dim();
+        let t_dim = models.text_proj.embedding_proj.d_out();
+        if t_dim != models.unet.time_embed_dim() {
+            return Err(DecoderError::invalid(
+                "time_embed_dim",
+                format!(
+                    "text_proj makes {t_dim}-wide time embeddings, the UNet's are {}",
+                    models.unet.time_embed_dim()
+                ),
+            ));
+        }
+        if let Some(d) = models.unet.context_dim()
+            && d != models.text_proj.cross_attention_dim()
+        {
+            return Err(DecoderError::invalid(
+                "cross_attention_dim",
+                format!(
+                    "text_proj makes {}-wide context tokens, the UNet attends to {d}",
+                    models.text_proj.cross_attention_dim()
+                ),
+            ));
+        }
+        uncond.check("uncond")?;
+        if uncond.prompt_embeds.dims() != [1, e] {
+            return Err(DecoderError::shape(
+                "uncond.prompt_embeds",
+                format!("[1, {e}] (one row)"),
+                &uncond.prompt_embeds.dims(),
+            ));
+        }
+        let plain = device.clone().inner();
+        // Through the plain device, so every parameter becomes a fresh autodiff leaf.
+        let models = models.valid().to_device(&plain).to_device(device).train();
+        let ema = match (config.ema_decay, ema) {
+            (None, _) => None,
+            (Some(_), Some(e)) => Some(e.to_device(&plain)),
+            (Some(_), None) => Some(models.valid()),
+        };
+        let uncond = TextConditioning {
+            prompt_embeds: uncond.prompt_embeds.to_device(device),
+            hidden_states: uncond.hidden_states.to_device(device),
+            mask: uncond.mask.to_device(device),
+        };
+        let optim = AdamWConfig::new()
+            .with_weight_decay(config.weight_decay as f32)
+            .init();
+        Ok(DecoderTrainer {
+            models,
+            ema,
+            uncond,
+            optim,
+            noise: SeededNoise::new(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            objective: TrainingObjective::new(&Self::scheduler_config(&config)).with_hybrid(
+                HybridLossConfig {
+                    lambda: config.vlb_weight,
+                    t0_likelihood: T0Likelihood::DiscretizedGaussian,
+                },
+            ),
+            device: device.clone(),
+            config,
+            step,
+        })
+    }
+
+    /// The training schedule: Karlo's decoder scheduler (`squaredcos_cap_v2`, eps prediction,
+    /// learned-range variance).
+    pub fn scheduler_config(config: &DecoderTrainConfig) -> SchedulerConfig {
+        SchedulerConfig {
+            num_train_timesteps: config.num_train_timesteps,
+            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            prediction_type: PredictionType::Epsilon,
+            variance_type: VarianceType::LearnedRange,
+            ..SchedulerConfig::default()
+        }
+    }
+
+    /// The weights to sample with: the EMA when enabled, else the models (plain device).
+    pub fn inference_models(&self) -> DecoderModels {
+        match &self.ema {
+            Some(e) => e.clone(),
+            None => self.models.valid(),
+        }
+    }
+
+    /// The hybrid loss of `batch` at random timesteps with conditioning dropout (no optimiser
+    /// step); the terms keep their autodiff graph.
+    pub fn loss(&mut self, batch: &DecoderBatch) -> Result<LossTerms, DecoderError> {
+        let device = self.device.clone();
+        let [b, c, h, w] = batch.images.dims();
+        let unet = &self.models.unet;
+        if c != unet.in_channels() {
+            return Err(DecoderError::shape(
+                "images",
+                format!("[B, {}, S, S]", unet.in_channels()),
+                &batch.images.dims(),
+            ));
+        }
+        let e = self.models.text_proj.clip_embeddings_dim();
+        if batch.image_embeddings.dims() != [b, e] {
+            return Err(DecoderError::shape(
+                "image_embeddings",
+                format!("[{b}, {e}] (rows of images)"),
+                &batch.image_embeddings.dims(),
+            ));
+        }
+        batch.text.check("text")?;
+        let [tb, tt, te] = batch.text.hidden_states.dims();
+        let ut = self.uncond.hidden_states.dims()[1];
+        if tb != b || te != e || tt != ut {
+            return Err(DecoderError::shape(
+                "text.hidden_states",
+                format!("[{b}, {ut}, {e}] (rows of images, length of the empty prompt)"),
+                &batch.text.hidden_states.dims(),
+            ));
+        }
+        let x0 = batch.images.clone().to_device(&device); // [B, C, S, S]
+
+        // Host draws, in this order: timesteps, noise, image-embedding drops, caption drops.
+        let ts = self.objective.sample_timesteps(self.noise.rng_mut(), b);
+        let noise = self
+            .noise
+            .randn([b, c, h, w], &device)
+            .map_err(unclip_diffusion::DiffusionError::from)?; // [B, C, S, S]
+        let keep_image = keep_mask(
+            self.noise.rng_mut(),
+            b,
+            self.config.image_embedding_drop_prob,
+        );
+        let keep_text = keep_mask(self.noise.rng_mut(), b, self.config.caption_drop_prob);
+        let x_t = self.objective.noisy_input(x0.clone(), noise.clone(), &ts)?; // [B, C, S, S]
+        let t = Tensor::<1>::from_data(
+            TensorData::new(ts.iter().map(|&t| t as f32).collect::<Vec<_>>(), [b]),
+            &device,
+        );
+
+        let image_embeddings = self.drop_image_embeddings(
+            batch.image_embeddings.clone().to_device(&device),
+            &keep_image,
+        ); // [B, E]
+        let text = self.drop_captions(&batch.text, &keep_text); // [B, ...]
+        let cond = self.models.text_proj.forward(
+            image_embeddings,
+            text.prompt_embeds,
+            text.hidden_states,
+            false,
+        )?;
+        let mask = self.models.text_proj.extend_attention_mask(text.mask); // [B, K + T]
+        let out = self.models.unet.forward(
+            x_t.clone(),
+            t,
+            cond.encoder_hidden_states,
+            Some(cond.additive_clip_time_embeddings),
+            Some(mask),
+        )?; // [B, 2C, S, S]
+        Ok(self.objective.loss(out, x0, noise, x_t, &ts)?)
+    }
+
+    /// Rows whose `keep` is 0 get text_proj's learned unconditional image embedding (gradients
+    /// reach it, as in diffusers' CFG rows). `[B, E] -> [B, E]`.
+    fn drop_image_embeddings(&self, x: Tensor<2>, keep: &[f32]) -> Tensor<2> {
+        let [b, e] = x.dims();
+        let k = Tensor::<2>::from_data(TensorData::new(keep.to_vec(), [b, 1]), &self.device);
+        let null = self
+            .models
+            .text_proj
+            .learned_classifier_free_guidance_embeddings
+            .val()
+            .reshape([1, e])
+            .expand([b, e]);
+        x * k.clone() + null * (k.neg() + 1.0)
+    }
+
+    /// Rows whose `keep` is 0 get the empty prompt's embedding, hidden states and mask.
+    fn drop_captions(&self, text: &TextConditioning, keep: &[f32]) -> TextConditioning {
+        let device = &self.device;
+        let b = keep.len();
+        let k = Tensor::<1>::from_data(TensorData::new(keep.to_vec(), [b]), device); // [B]
+        let u = &self.uncond;
+        let [_, e] = text.prompt_embeds.dims();
+        let [_, l, d] = text.hidden_states.dims();
+        let k2 = k.clone().reshape([b, 1]);
+        let prompt_embeds = text.prompt_embeds.clone().to_device(device) * k2.clone()
+            + u.prompt_embeds.clone().expand([b, e]) * (k2.clone().neg() + 1.0);
+        let k3 = k.clone().reshape([b, 1, 1]);
+        let hidden_states = text.hidden_states.clone().to_device(device) * k3.clone()
+            + u.hidden_states.clone().expand([b, l, d]) * (k3.neg() + 1.0);
+        let drop = k2.lower_elem(0.5).expand([b, l]); // [B, T]
+        let mask: Tensor<2, Bool> = text
+            .mask
+            .clone()
+            .to_device(device)
+            .int()
+            .mask_where(drop, u.mask.clone().int().expand([b, l]))
+            .equal_elem(1);
+        TextConditioning {
+            prompt_embeds,
+            hidden_states,
+            mask,
+        }
+    }
+
+    /// One AdamW step on `batch`; returns the loss values before the step.
+    pub fn train_step(&mut self, batch: &DecoderBatch) -> Result<StepLosses, DecoderError> {
+        let terms = self.loss(batch)?;
+        let values = StepLosses::from_terms(&terms);
+        if !values.loss.is_finite() {
+            return Err(DecoderError::InvalidArgument {
+                name: "batch".into(),
+                message: format!(
+                    "the loss is not finite ({}) at step {}: check the inputs' range and the learning rate",
+                    values.loss, self.step
+                ),
+            });
+        }
+        let grads = GradientsParams::from_grads(terms.loss.backward(), &self.models);
+        self.models = self
+            .optim
+            .step(self.config.learning_rate, self.models.clone(), grads);
+        self.step += 1;
+        if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
+            self.ema = Some(ema_update(ema, &self.models.valid(), decay));
+        }
+        Ok(values)
+    }
+
+    /// Writes a checkpoint folder (layout in the module docs); every file atomically, the state
+    /// file last.
+    pub fn save_checkpoint(&self, dir: impl AsRef<Path>) -> Result<(), DecoderError> {
+        let dir = dir.as_ref();
+        let online = self.models.valid();
+        online
+            .text_proj
+            .save_pretrained(dir.join("online").join("text_proj"))?;
+        online
+            .unet
+            .save_pretrained(dir.join("online").join("decoder"))?;
+        let inference = self.inference_models();
+        inference.text_proj.save_pretrained(dir.join("text_proj"))?;
+        inference.unet.save_pretrained(dir.join("decoder"))?;
+        let state = DecoderTrainerState {
+            step: self.step,
+            train: self.config.clone(),
+        };
+        unclip_nn::write_json(dir.join(STATE_FILE), &state)?;
+        Ok(())
+    }
+
+    /// Resumes from a folder written by [`Self::save_checkpoint`] on `device` (autodiff).
+    pub fn resume(
+        dir: impl AsRef<Path>,
+        uncond: TextConditioning,
+        device: &Device,
+    ) -> Result<Self, DecoderError> {
+        let dir = dir.as_ref();
+        let state: DecoderTrainerState = unclip_nn::read_json(dir.join(STATE_FILE))?;
+        let plain = device.clone().inner();
+        let models = DecoderModels {
+            text_proj: UnCLIPTextProjModel::from_pretrained(
+                dir.join("online").join("text_proj"),
+                &plain,
+            )?,
+            unet: UNet2DConditionModel::from_pretrained(dir.join("online").join("decoder"), &plain)?,
+        };
+        let ema = match state.train.ema_decay {
+            Some(_) => Some(DecoderModels {
+                text_proj: UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &plain)?,
+                unet: UNet2DConditionModel::from_pretrained(dir.join("decoder"), &plain)?,
+            }),
+            None => None,
+        };
+        Self::with_step(models, ema, uncond, state.train, state.step, device)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_key_inverts_the_decoder_keymap() {
+        for (ckpt, module) in [
+            (
+                "down_blocks.1.attentions.0.to_out.0.weight",
+                "down_blocks.1.attentions.0.to_out.weight",
+            ),
+            ("mid_block.attentions.0.to_q.bias", "mid_block.attentions.0.to_q.bias"),
+            ("conv_in.weight", "conv_in.weight"),
+        ] {
+            assert_eq!(decoder_save_key(module), ckpt);
+        }
+    }
+
+    #[test]
+    fn uniform_draws_are_in_range() {
+        let mut rng = SeededNoise::new(3);
+        for _ in 0..1000 {
+            let u = uniform01(rng.rng_mut());
+            assert!((0.0..1.0).contains(&u));
+        }
+        let keep = keep_mask(rng.rng_mut(), 10_000, 0.5);
+        let dropped = keep.iter().filter(|&&k| k == 0.0).count();
+        assert!((4500..5500).contains(&dropped), "{dropped}");
+    }
+}

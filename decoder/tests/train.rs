@@ -1,0 +1,279 @@
+//! The decoder training loop on a small synthetic set (coloured squares with fixed random CLIP
+//! embeddings): the hybrid loss falls, the checkpoint it writes reloads through
+//! `UNet2DConditionModel::from_pretrained` / `UnCLIPTextProjModel::from_pretrained` with
+//! identical outputs, and resuming restores the step and the weights.
+
+use burn::module::Module;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
+use unclip_decoder::{
+    DecoderError, TextConditioning, TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel,
+    UnCLIPTextProjModel,
+};
+use unclip_diffusion::NoiseSource;
+use unclip_testkit::to_vec;
+
+const E: usize = 8; // CLIP embedding width
+const L: usize = 4; // text tokens
+const S: usize = 8; // image side
+const N: usize = 8; // images
+
+fn unet_config() -> UNet2DConditionConfig {
+    serde_json::from_value(serde_json::json!({
+        "act_fn": "silu",
+        "attention_head_dim": 8,
+        "block_out_channels": [16, 32],
+        "class_embed_type": "identity",
+        "cross_attention_dim": 16,
+        "down_block_types": ["ResnetDownsampleBlock2D", "SimpleCrossAttnDownBlock2D"],
+        "in_channels": 3,
+        "layers_per_block": 1,
+        "mid_block_type": "UNetMidBlock2DSimpleCrossAttn",
+        "norm_num_groups": 8,
+        "out_channels": 6,
+        "resnet_time_scale_shift": "scale_shift",
+        "sample_size": S,
+        "up_block_types": ["SimpleCrossAttnUpBlock2D", "ResnetUpsampleBlock2D"]
+    }))
+    .expect("config")
+}
+
+fn text_proj_config() -> TextProjConfig {
+    TextProjConfig {
+        clip_extra_context_tokens: 2,
+        clip_embeddings_dim: E,
+        time_embed_dim: 64,
+        cross_attention_dim: 16,
+    }
+}
+
+/// Eight 8x8 images: a square of one colour on a background of another, in [-1, 1].
+fn images(device: &Device) -> Tensor<4> {
+    let palette = [
+        [1.0, -1.0, -1.0],
+        [-1.0, 1.0, -1.0],
+        [-1.0, -1.0, 1.0],
+        [1.0, 1.0, -1.0],
+        [-1.0, 1.0, 1.0],
+        [1.0, -1.0, 1.0],
+        [0.6, 0.6, 0.6],
+        [-0.6, -0.6, -0.6],
+    ];
+    let mut v = vec![0f32; N * 3 * S * S];
+    for i in 0..N {
+        let bg = palette[i];
+        let fg = palette[(i + 3) % N];
+        let (y0, x0) = (i % 3, (i / 3) % 3 + 1);
+        for c in 0..3 {
+            for y in 0..S {
+                for x in 0..S {
+                    let inside = (y0..y0 + 4).contains(&y) && (x0..x0 + 4).contains(&x);
+                    v[((i * 3 + c) * S + y) * S + x] = if inside { fg[c] } else { bg[c] };
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [N, 3, S, S]), device)
+}
+
+fn host_randn<const D: usize>(seed: u64, shape: [usize; D], device: &Device) -> Tensor<D> {
+    unclip_diffusion::SeededNoise::new(seed)
+        .randn(shape, device)
+        .expect("noise")
+}
+
+fn batch(device: &Device) -> DecoderBatch {
+    let mut mask = vec![false; N * L];
+    for i in 0..N {
+        for j in 0..(1 + i % L) {
+            mask[i * L + j] = true;
+        }
+    }
+    DecoderBatch {
+        images: images(device),
+        image_embeddings: host_randn(1, [N, E], device),
+        text: TextConditioning {
+            prompt_embeds: host_randn(2, [N, E], device),
+            hidden_states: host_randn(3, [N, L, E], device),
+            mask: Tensor::<2, Bool>::from_data(TensorData::new(mask, [N, L]), device),
+        },
+    }
+}
+
+fn uncond(device: &Device) -> TextConditioning {
+    let mut m = vec![false; L];
+    m[0] = true;
+    TextConditioning {
+        prompt_embeds: Tensor::zeros([1, E], device),
+        hidden_states: Tensor::zeros([1, L, E], device),
+        mask: Tensor::<2, Bool>::from_data(TensorData::new(m, [1, L]), device),
+    }
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// UNet output of `(text_proj, unet)` on fixed inputs: `[4, 6, S, S]` flattened.
+fn outputs(text_proj: &UnCLIPTextProjModel, unet: &UNet2DConditionModel, device: &Device) -> Vec<f32> {
+    let b = batch(device);
+    let cond = text_proj
+        .forward(
+            b.image_embeddings.narrow(0, 0, 4),
+            b.text.prompt_embeds.narrow(0, 0, 4),
+            b.text.hidden_states.narrow(0, 0, 4),
+            false,
+        )
+        .expect("text_proj");
+    let mask = text_proj.extend_attention_mask(b.text.mask.narrow(0, 0, 4));
+    let x = host_randn(9, [4, 3, S, S], device);
+    let t = Tensor::<1>::from_floats([0.0, 10.0, 500.0, 999.0], device);
+    to_vec(
+        unet.forward(
+            x,
+            t,
+            cond.encoder_hidden_states,
+            Some(cond.additive_clip_time_embeddings),
+            Some(mask),
+        )
+        .expect("unet"),
+    )
+}
+
+#[test]
+fn loss_falls_checkpoint_reloads_and_resumes() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    Device::flex().seed(5);
+    let data = batch(&plain);
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    let config = DecoderTrainConfig {
+        learning_rate: 2e-3,
+        ema_decay: Some(0.9),
+        seed: 17,
+        ..DecoderTrainConfig::default()
+    };
+    let mut trainer =
+        DecoderTrainer::new(text_proj, unet, uncond(&plain), config, &device).expect("trainer");
+    let steps = 60;
+    let mut losses = Vec::new();
+    let mut mses = Vec::new();
+    for _ in 0..steps {
+        let l = trainer.train_step(&data).expect("step");
+        losses.push(l.loss);
+        mses.push(l.mse);
+    }
+    let mean = |v: &[f32]| v.iter().sum::<f32>() / v.len() as f32;
+    let (head, tail) = (mean(&losses[..10]), mean(&losses[steps - 10..]));
+    let (mhead, mtail) = (mean(&mses[..10]), mean(&mses[steps - 10..]));
+    println!(
+        "hybrid loss: first 10 steps {head:.4}, last 10 steps {tail:.4} (ratio {:.3}); \
+         eps mse: {mhead:.4} -> {mtail:.4} (ratio {:.3})",
+        tail / head,
+        mtail / mhead
+    );
+    assert!(losses.iter().all(|l| l.is_finite()));
+    assert!(tail < 0.7 * head, "loss did not fall: {head} -> {tail}");
+    assert_eq!(trainer.step, steps as u64);
+
+    // Save, reload through the public loaders, compare outputs with the EMA models.
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("unclip-decoder-train-{}", std::process::id())),
+    );
+    trainer.save_checkpoint(&dir.0).expect("save");
+    for f in [
+        "trainer_state.json",
+        "decoder/config.json",
+        "decoder/diffusion_pytorch_model.safetensors",
+        "text_proj/config.json",
+        "text_proj/diffusion_pytorch_model.safetensors",
+        "online/decoder/diffusion_pytorch_model.safetensors",
+        "online/text_proj/diffusion_pytorch_model.safetensors",
+    ] {
+        assert!(dir.0.join(f).is_file(), "{f} written");
+    }
+    // diffusers key names in the file.
+    let ckpt = unclip_nn::Checkpoint::open(dir.0.join("decoder/diffusion_pytorch_model.safetensors"))
+        .expect("open");
+    assert!(
+        ckpt.keys().iter().any(|k| k.ends_with(".to_out.0.weight")),
+        "attention output keys in diffusers' spelling"
+    );
+    let ema = trainer.inference_models();
+    let unet_r = UNet2DConditionModel::from_pretrained(dir.0.join("decoder"), &plain).expect("unet");
+    let tp_r =
+        UnCLIPTextProjModel::from_pretrained(dir.0.join("text_proj"), &plain).expect("text_proj");
+    let a = outputs(&ema.text_proj, &ema.unet, &plain);
+    let b = outputs(&tp_r, &unet_r, &plain);
+    assert!(a.iter().all(|v| v.is_finite()));
+    assert_eq!(a, b, "reloaded EMA models give identical outputs");
+
+    // Resume: step and online weights restored; training continues.
+    let mut resumed = DecoderTrainer::resume(&dir.0, uncond(&plain), &device).expect("resume");
+    assert_eq!(resumed.step, steps as u64);
+    let online = trainer.models.valid();
+    let resumed_online = resumed.models.valid();
+    assert_eq!(
+        outputs(&online.text_proj, &online.unet, &plain),
+        outputs(&resumed_online.text_proj, &resumed_online.unet, &plain)
+    );
+    let ema_r = resumed.inference_models();
+    assert_eq!(a, outputs(&ema_r.text_proj, &ema_r.unet, &plain));
+    let l = resumed.train_step(&data).expect("step after resume");
+    assert!(l.loss.is_finite());
+    assert_eq!(resumed.step, steps as u64 + 1);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    // Dropout probability out of range.
+    let r = DecoderTrainer::new(
+        text_proj.clone(),
+        unet.clone(),
+        uncond(&plain),
+        DecoderTrainConfig {
+            caption_drop_prob: 1.5,
+            ..DecoderTrainConfig::default()
+        },
+        &device,
+    );
+    assert!(matches!(r, Err(DecoderError::InvalidArgument { .. })), "{r:?}");
+    // Two-row empty prompt.
+    let u2 = TextConditioning {
+        prompt_embeds: Tensor::zeros([2, E], &plain),
+        hidden_states: Tensor::zeros([2, L, E], &plain),
+        mask: Tensor::<2, Bool>::full([2, L], true, &plain),
+    };
+    let r = DecoderTrainer::new(
+        text_proj.clone(),
+        unet.clone(),
+        u2,
+        DecoderTrainConfig::default(),
+        &device,
+    );
+    assert!(matches!(r, Err(DecoderError::InputShape { .. })), "{r:?}");
+    // Batch with mismatched embedding rows.
+    let mut trainer = DecoderTrainer::new(
+        text_proj,
+        unet,
+        uncond(&plain),
+        DecoderTrainConfig::default(),
+        &device,
+    )
+    .expect("trainer");
+    let mut b = batch(&plain);
+    b.image_embeddings = b.image_embeddings.narrow(0, 0, 3);
+    let r = trainer.train_step(&b);
+    assert!(matches!(r, Err(DecoderError::InputShape { .. })), "{r:?}");
+    // Missing checkpoint folder.
+    let r = DecoderTrainer::resume("/nonexistent/unclip-decoder-ckpt", uncond(&plain), &device);
+    assert!(matches!(r, Err(DecoderError::Load(_))), "{r:?}");
+}

@@ -1,0 +1,277 @@
+//! Shared helpers of the command-line examples (`generate`, `variations`, `interpolate`,
+//! `text_diff`): the common flags, finding the model folder, loading the pipeline, a progress
+//! bar per stage, reading / writing PNGs and contact sheets, and error reporting.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use burn::tensor::Device;
+use image::RgbImage;
+use indicatif::{ProgressBar, ProgressStyle};
+use unclip::{Control, Generation, Progress, Settings, Stage, UnclipBuilder, UnclipPipeline};
+
+/// The examples' error type: anything printable.
+pub type Error = Box<dyn std::error::Error>;
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Flags every example takes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// The model: a diffusers folder in the Karlo v1-alpha layout (`model_index.json` and one
+    /// folder per component). Without it, the tiny random reference fixture is used if found.
+    #[arg(long, value_name = "DIR")]
+    pub model: Option<PathBuf>,
+    /// Device: flex (pure-Rust CPU), ndarray, wgpu, wgpu-cpu (backends compiled in as cargo
+    /// features of unclip-examples).
+    #[arg(long, value_name = "D", default_value = "flex")]
+    pub device: String,
+    /// Seed of the noise: the same seed and settings give the same pictures.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub seed: u64,
+    /// Decoder denoising steps (default 25).
+    #[arg(long, value_name = "N")]
+    pub decoder_steps: Option<usize>,
+    /// Super-resolution denoising steps (default 7).
+    #[arg(long, value_name = "N")]
+    pub super_res_steps: Option<usize>,
+}
+
+/// Which kind of checkpoint an example needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    /// Text -> image (`UnCLIPPipeline`: has a prior).
+    TextToImage,
+    /// Image -> variations (`UnCLIPImageVariationPipeline`: has a CLIP image encoder).
+    ImageVariation,
+}
+
+impl ModelKind {
+    /// The tiny reference fixture of this kind (in `../shared/fixtures`).
+    pub fn fixture(self) -> &'static str {
+        match self {
+            ModelKind::TextToImage => "unclip_tiny",
+            ModelKind::ImageVariation => "unclip_variation_tiny",
+        }
+    }
+
+    fn checkpoint(self) -> &'static str {
+        match self {
+            ModelKind::TextToImage => "kakaobrain/karlo-v1-alpha",
+            ModelKind::ImageVariation => "kakaobrain/karlo-v1-alpha-image-variations",
+        }
+    }
+}
+
+impl ModelArgs {
+    /// The pipeline settings: Karlo's defaults with the flags applied.
+    pub fn settings(&self, prior_steps: Option<usize>) -> Settings {
+        let d = Settings::default();
+        Settings {
+            prior_steps: prior_steps.unwrap_or(d.prior_steps),
+            decoder_steps: self.decoder_steps.unwrap_or(d.decoder_steps),
+            super_res_steps: self.super_res_steps.unwrap_or(d.super_res_steps),
+            seed: self.seed,
+            ..d
+        }
+    }
+
+    /// The device named by `--device`.
+    pub fn device(&self) -> Result<Device> {
+        unclip::nn::parse_device(&self.device).map_err(|e| format!("--device: {e}").into())
+    }
+
+    /// The model folder: `--model`, else the tiny reference fixture of `kind` (with a note).
+    pub fn model_dir(&self, kind: ModelKind) -> Result<PathBuf> {
+        resolve_model(self.model.as_deref(), kind)
+    }
+
+    /// Loads the pipeline of `--model` (or the fallback) on `--device`.
+    pub fn load(&self, kind: ModelKind, prior_steps: Option<usize>) -> Result<UnclipPipeline> {
+        let dir = self.model_dir(kind)?;
+        let device = self.device()?;
+        load_pipeline(
+            UnclipBuilder::new(),
+            &dir,
+            device,
+            &self.device,
+            self.settings(prior_steps),
+        )
+    }
+}
+
+/// The workspace root this binary was built from.
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `--model` when given (it must be a folder), else the tiny reference fixture of `kind` from
+/// `$UNCLIP_FIXTURES`, `../shared/fixtures` (relative to the current folder) or
+/// `../shared/fixtures` beside the workspace; a clear error when there is none.
+pub fn resolve_model(model: Option<&Path>, kind: ModelKind) -> Result<PathBuf> {
+    if let Some(dir) = model {
+        if !dir.is_dir() {
+            return Err(format!("--model {}: not a folder", dir.display()).into());
+        }
+        return Ok(dir.to_path_buf());
+    }
+    let name = kind.fixture();
+    let mut candidates = Vec::new();
+    if let Some(root) = std::env::var_os("UNCLIP_FIXTURES") {
+        candidates.push(PathBuf::from(root).join(name));
+    }
+    candidates.push(Path::new("../shared/fixtures").join(name));
+    candidates.push(workspace_root().join("../shared/fixtures").join(name));
+    match candidates.into_iter().find(|c| c.join("model_index.json").is_file()) {
+        Some(dir) => {
+            eprintln!(
+                "note: no --model given, using the tiny RANDOM reference fixture {}\n      \
+                 (untrained test weights: the pictures will be noise-like). Pass --model DIR with a \
+                 real checkpoint,\n      e.g. a download of {}, for real pictures.",
+                dir.display(),
+                kind.checkpoint()
+            );
+            Ok(dir)
+        }
+        None => Err(format!(
+            "no model: pass --model DIR, a diffusers folder such as a download of {} (there is no \
+             embedded default model yet, and the reference fixture ../shared/fixtures/{name} was not \
+             found either)",
+            kind.checkpoint()
+        )
+        .into()),
+    }
+}
+
+/// Loads a pipeline from `dir` with `builder` (which may already hold components).
+pub fn load_pipeline(
+    builder: UnclipBuilder,
+    dir: &Path,
+    device: Device,
+    device_name: &str,
+    settings: Settings,
+) -> Result<UnclipPipeline> {
+    eprintln!("loading {} (device {device_name})", dir.display());
+    builder
+        .device(device)
+        .from_pretrained(dir)
+        .settings(settings)
+        .build()
+        .map_err(|e| format!("loading the model from {}: {e}", dir.display()).into())
+}
+
+/// A progress bar per stage (prior, decoder, super-resolution), on standard error. With several
+/// frames (interpolations, text diffs) the bars are prefixed with the frame number; when
+/// standard error is not a terminal, one line is printed per finished stage instead.
+pub struct StageBars {
+    frames: usize,
+    frame: usize,
+    bar: Option<(Stage, ProgressBar)>,
+}
+
+impl StageBars {
+    /// Bars for a call that decodes `frames` pictures one after the other (1 for one call).
+    pub fn new(frames: usize) -> Self {
+        StageBars {
+            frames,
+            frame: 0,
+            bar: None,
+        }
+    }
+
+    fn prefix(&self) -> String {
+        if self.frames > 1 && self.frame > 0 {
+            format!("frame {}/{} ", self.frame.max(1), self.frames)
+        } else {
+            String::new()
+        }
+    }
+
+    /// The pipeline's progress callback: `pipe.text_to_image(.., &mut |p| bars.update(p))`.
+    pub fn update(&mut self, p: Progress) -> Control {
+        let new_stage = match &self.bar {
+            Some((stage, _)) => *stage != p.stage || p.step == 1,
+            None => true,
+        };
+        if new_stage {
+            if let Some((_, old)) = self.bar.take() {
+                old.abandon();
+            }
+            if p.stage == Stage::Decoder {
+                self.frame += 1;
+            }
+            let bar = ProgressBar::new(p.total as u64);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix}{msg} [{bar:30}] {pos}/{len} ({elapsed})")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(self.prefix());
+            self.bar = Some((p.stage, bar));
+        }
+        let (_, bar) = self.bar.as_ref().expect("a bar");
+        bar.set_message(format!("{:<16} t={:>4}", p.stage.to_string(), p.timestep));
+        bar.set_position(p.step as u64);
+        if p.step == p.total {
+            bar.finish();
+            if bar.is_hidden() {
+                eprintln!("{}{}: {}/{} steps", self.prefix(), p.stage, p.step, p.total);
+            }
+        }
+        Control::Continue
+    }
+}
+
+/// Reads an image file (PNG) as 8-bit RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let img = image::open(path)
+        .map_err(|e| format!("reading {}: {e} (PNG images are supported)", path.display()))?;
+    Ok(img.to_rgb8())
+}
+
+/// Writes a PNG, creating its folder.
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    }
+    img.save(path)
+        .map_err(|e| format!("writing {}: {e}", path.display()))?;
+    Ok(())
+}
+
+/// Every picture of a list of generations, in order.
+pub fn pictures(generations: &[Generation]) -> Result<Vec<RgbImage>> {
+    let mut out = Vec::new();
+    for g in generations {
+        out.extend(g.to_rgb8()?);
+    }
+    Ok(out)
+}
+
+/// Pictures side by side (one row), 2 pixels apart.
+pub fn strip(images: &[RgbImage]) -> RgbImage {
+    unclip_shapes::contact_sheet(images, images.len(), 2)
+}
+
+/// Pictures in a grid of `columns`, 2 pixels apart.
+pub fn sheet(images: &[RgbImage], columns: usize) -> RgbImage {
+    unclip_shapes::contact_sheet(images, columns, 2)
+}
+
+/// Runs an example's body; prints an error (with its causes) and exits non-zero on failure.
+pub fn run(body: impl FnOnce() -> Result<()>) -> ExitCode {
+    match body() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
