@@ -107,38 +107,6 @@ impl std::fmt::Debug for PriorTrainer {
     }
 }
 
-/// Collects every float parameter (flattened, detached) in visiting order.
-struct Gather(Vec<Tensor<1>>);
-
-impl ModuleVisitor for Gather {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let n = t.shape().num_elements();
-        self.0.push(t.reshape([n]));
-    }
-}
-
-/// `ema = decay * ema + (1 - decay) * model`, parameter by parameter in visiting order.
-struct Blend {
-    src: std::vec::IntoIter<Tensor<1>>,
-    decay: f64,
-}
-
-impl ModuleMapper for Blend {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.src.next() {
-            Some(s) => {
-                let decay = self.decay;
-                param.map(|t| {
-                    let dims = t.dims();
-                    t * decay + s.reshape(dims) * (1.0 - decay)
-                })
-            }
-            None => param,
-        }
-    }
-}
-
 impl PriorTrainer {
     /// Starts training `model` (moved to `device`, which should be an autodiff device such as
     /// `Device::flex().autodiff()`). `uncond` is the empty prompt's conditioning (one row).
@@ -344,12 +312,7 @@ impl PriorTrainer {
             .step(self.config.learning_rate, self.model.clone(), grads);
         self.step += 1;
         if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
-            let mut g = Gather(Vec::new());
-            self.model.valid().visit(&mut g);
-            self.ema = Some(ema.map(&mut Blend {
-                src: g.0.into_iter(),
-                decay,
-            }));
+            self.ema = Some(unclip_nn::ema_update(ema, &self.model.valid(), decay));
         }
         Ok(value)
     }
