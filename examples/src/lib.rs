@@ -87,15 +87,39 @@ impl ModelArgs {
 
     /// Loads the pipeline of `--model` (or the fallback) on `--device`.
     pub fn load(&self, kind: ModelKind, prior_steps: Option<usize>) -> Result<UnclipPipeline> {
-        let dir = self.model_dir(kind)?;
         let device = self.device()?;
-        load_pipeline(
+        let dir = self.model_dir(kind)?;
+        let pipe = load_pipeline(
             UnclipBuilder::new(),
             &dir,
             device,
             &self.device,
             self.settings(prior_steps),
+        )?;
+        check_kind(&pipe, kind, &dir)?;
+        Ok(pipe)
+    }
+}
+
+/// Checks that a loaded pipeline has what `kind` needs (a prior for text -> image, an image
+/// encoder for the image examples), with an error that says which checkpoint to use.
+pub fn check_kind(pipe: &UnclipPipeline, kind: ModelKind, dir: &Path) -> Result<()> {
+    let missing = match kind {
+        ModelKind::TextToImage => pipe.prior.is_none().then_some("diffusion prior"),
+        ModelKind::ImageVariation => pipe.image_encoder.is_none().then_some("CLIP image encoder"),
+    };
+    match missing {
+        Some(what) => Err(format!(
+            "{} has no {what}: this example needs {} checkpoint (e.g. {})",
+            dir.display(),
+            match kind {
+                ModelKind::TextToImage => "a text-to-image",
+                ModelKind::ImageVariation => "an image-variations",
+            },
+            kind.checkpoint()
         )
+        .into()),
+        None => Ok(()),
     }
 }
 

@@ -17,8 +17,8 @@ use unclip::diffusion::{SeededNoise, UnCLIPScheduler};
 use unclip::prior::PriorTransformer;
 use unclip::{UnclipBuilder, UnclipPipeline};
 use unclip_examples::{
-    ModelArgs, ModelKind, Result, StageBars, load_pipeline, load_rgb, pictures, run, save_png,
-    strip,
+    ModelArgs, ModelKind, Result, StageBars, check_kind, load_pipeline, load_rgb, pictures, run,
+    save_png, strip,
 };
 
 /// Interpolates between an image and another image or a prompt, as a strip of frames (needs an
@@ -53,9 +53,9 @@ struct Args {
     out: PathBuf,
 }
 
-fn load(args: &Args) -> Result<UnclipPipeline> {
-    let dir = args.model.model_dir(ModelKind::ImageVariation)?;
+fn load(args: &Args) -> Result<(UnclipPipeline, PathBuf)> {
     let device = args.model.device()?;
+    let dir = args.model.model_dir(ModelKind::ImageVariation)?;
     let mut builder = UnclipBuilder::new();
     if let (Some(p), Some(_)) = (&args.prior_model, &args.prompt) {
         let prior = PriorTransformer::from_pretrained(p.join("prior"), &device)
@@ -64,13 +64,15 @@ fn load(args: &Args) -> Result<UnclipPipeline> {
             .map_err(|e| format!("--prior-model {}: {e}", p.display()))?;
         builder = builder.prior(prior).prior_scheduler(scheduler);
     }
-    load_pipeline(
+    let pipe = load_pipeline(
         builder,
         &dir,
         device,
         &args.model.device,
         args.model.settings(args.prior_steps),
-    )
+    )?;
+    check_kind(&pipe, ModelKind::ImageVariation, &dir)?;
+    Ok((pipe, dir))
 }
 
 fn main() -> ExitCode {
@@ -81,7 +83,7 @@ fn main() -> ExitCode {
         }
         let image_a = load_rgb(&args.image_a)?;
         let image_b = args.image_b.as_deref().map(load_rgb).transpose()?;
-        let pipe = load(&args)?;
+        let (pipe, dir) = load(&args)?;
         let mut bars = StageBars::new(args.frames);
         let (a, b, end) = match (image_b, &args.prompt) {
             (Some(image_b), _) => {
@@ -100,7 +102,7 @@ fn main() -> ExitCode {
                         "--prompt needs a diffusion prior and {} has none (an image-variations \
                          checkpoint): pass --prior-model DIR, the text-to-image checkpoint of the same \
                          CLIP (e.g. karlo-v1-alpha)",
-                        args.model.model_dir(ModelKind::ImageVariation)?.display()
+                        dir.display()
                     )
                     .into());
                 };
