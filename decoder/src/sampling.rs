@@ -102,6 +102,100 @@ fn cat2<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     Tensor::cat(vec![a, b], 0)
 }
 
+/// The decoder's conditioning for one batch, prepared once (text projection, context tokens,
+/// extended mask): [`GuidedDecoder::output`] is the guided model output at `(x_t, t)` that every
+/// sampler (ancestral, DDIM, DDIM inversion) calls.
+pub struct GuidedDecoder<'a> {
+    unet: &'a UNet2DConditionModel,
+    /// `[B', K + T, Dc]`
+    context: Tensor<3>,
+    /// `[B', Dt]`
+    time_embeddings: Tensor<2>,
+    /// `[B', K + T]`
+    mask: Tensor<2, Bool>,
+    guidance_scale: Option<f32>,
+}
+
+impl<'a> GuidedDecoder<'a> {
+    /// Projects the conditioning (`uncond_text` given: classifier-free guidance with the learned
+    /// unconditional image embedding for the unconditional rows, as the pipeline does).
+    pub fn new(
+        unet: &'a UNet2DConditionModel,
+        text_proj: &UnCLIPTextProjModel,
+        image_embeddings: Tensor<2>,
+        text: TextConditioning,
+        uncond_text: Option<TextConditioning>,
+        guidance_scale: f32,
+    ) -> Result<Self, DecoderError> {
+        let cfg = uncond_text.is_some();
+        text.check("text")?;
+        if let Some(u) = &uncond_text {
+            u.check("uncond_text")?;
+        }
+        let (prompt_embeds, hidden, mask) = match uncond_text {
+            Some(u) => {
+                if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {
+                    return Err(DecoderError::shape(
+                        "uncond_text.prompt_embeds",
+                        format!("[{}, E] (rows of text.prompt_embeds)", text.prompt_embeds.dims()[0]),
+                        &u.prompt_embeds.dims(),
+                    ));
+                }
+                if u.hidden_states.dims()[1] != text.hidden_states.dims()[1] {
+                    return Err(DecoderError::shape(
+                        "uncond_text.hidden_states",
+                        format!("[B, {}, E] (length of text.hidden_states)", text.hidden_states.dims()[1]),
+                        &u.hidden_states.dims(),
+                    ));
+                }
+                (
+                    cat2(u.prompt_embeds, text.prompt_embeds),
+                    cat2(u.hidden_states, text.hidden_states),
+                    Tensor::cat(vec![u.mask, text.mask], 0),
+                )
+            }
+            None => (text.prompt_embeds, text.hidden_states, text.mask),
+        };
+        let cond = text_proj.forward(image_embeddings, prompt_embeds, hidden, cfg)?;
+        let mask = text_proj.extend_attention_mask(mask); // [B', K + T]
+        let l = cond.encoder_hidden_states.dims()[1];
+        if mask.dims()[1] != l {
+            return Err(DecoderError::shape(
+                "text.mask",
+                format!("[B, {}]", l - text_proj.clip_extra_context_tokens),
+                &mask.dims(),
+            ));
+        }
+        Ok(GuidedDecoder {
+            unet,
+            context: cond.encoder_hidden_states,
+            time_embeddings: cond.additive_clip_time_embeddings,
+            mask,
+            guidance_scale: cfg.then_some(guidance_scale),
+        })
+    }
+
+    /// The guided model output `[B, 2C, H, W]` at `x [B, C, H, W]`, timestep `t`: guidance on the
+    /// eps channels, the variance channels from the conditional half.
+    pub fn output(&self, x: Tensor<4>, t: usize) -> Result<Tensor<4>, DecoderError> {
+        let device = x.device();
+        let c = x.dims()[1];
+        let input = if self.guidance_scale.is_some() { cat2(x.clone(), x) } else { x };
+        let ts = Tensor::<1>::from_floats([t as f32], &device);
+        let out = self.unet.forward(
+            input,
+            ts,
+            self.context.clone(),
+            Some(self.time_embeddings.clone()),
+            Some(self.mask.clone()),
+        )?; // [B', 2C, H, W]
+        Ok(match self.guidance_scale {
+            Some(scale) => classifier_free_guidance(out, scale, Some(c))?,
+            None => out,
+        })
+    }
+}
+
 /// Runs the decoder stage; returns `image_small [B, C, H, W]` clamped to `[-1, 1]`.
 ///
 /// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
@@ -127,51 +221,7 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
-    let cfg = uncond_text.is_some();
-    text.check("text")?;
-    if let Some(u) = &uncond_text {
-        u.check("uncond_text")?;
-    }
-    let (prompt_embeds, hidden, mask) = match uncond_text {
-        Some(u) => {
-            if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {
-                return Err(DecoderError::shape(
-                    "uncond_text.prompt_embeds",
-                    format!(
-                        "[{}, E] (rows of text.prompt_embeds)",
-                        text.prompt_embeds.dims()[0]
-                    ),
-                    &u.prompt_embeds.dims(),
-                ));
-            }
-            if u.hidden_states.dims()[1] != text.hidden_states.dims()[1] {
-                return Err(DecoderError::shape(
-                    "uncond_text.hidden_states",
-                    format!(
-                        "[B, {}, E] (length of text.hidden_states)",
-                        text.hidden_states.dims()[1]
-                    ),
-                    &u.hidden_states.dims(),
-                ));
-            }
-            (
-                cat2(u.prompt_embeds, text.prompt_embeds),
-                cat2(u.hidden_states, text.hidden_states),
-                Tensor::cat(vec![u.mask, text.mask], 0),
-            )
-        }
-        None => (text.prompt_embeds, text.hidden_states, text.mask),
-    };
-    let cond = text_proj.forward(image_embeddings, prompt_embeds, hidden, cfg)?;
-    let mask = text_proj.extend_attention_mask(mask); // [B', K + T]
-    let l = cond.encoder_hidden_states.dims()[1];
-    if mask.dims()[1] != l {
-        return Err(DecoderError::shape(
-            "text.mask",
-            format!("[B, {}]", l - text_proj.clip_extra_context_tokens),
-            &mask.dims(),
-        ));
-    }
+    let model = GuidedDecoder::new(unet, text_proj, image_embeddings, text, uncond_text, guidance_scale)?;
 
     scheduler.set_timesteps(num_inference_steps)?;
     let c = unet.in_channels();
@@ -201,24 +251,7 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
     for (index, (t, prev)) in pairs.into_iter().enumerate() {
-        let input = if cfg {
-            cat2(x.clone(), x.clone())
-        } else {
-            x.clone()
-        };
-        let ts = Tensor::<1>::from_floats([t as f32], &device);
-        let out = unet.forward(
-            input,
-            ts,
-            cond.encoder_hidden_states.clone(),
-            Some(cond.additive_clip_time_embeddings.clone()),
-            Some(mask.clone()),
-        )?; // [B', 2C, H, W]
-        let out = if cfg {
-            classifier_free_guidance(out, guidance_scale, Some(c))?
-        } else {
-            out
-        };
+        let out = model.output(x.clone(), t)?; // [B, 2C, H, W]
         let step = scheduler.step(out, t, x, prev, noise)?;
         x = step.prev_sample;
         let flow = progress(&StepInfo {

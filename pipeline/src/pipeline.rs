@@ -11,6 +11,7 @@ use unclip_clip::{
     ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection, Rgb8,
 };
 use unclip_decoder::{
+    GuidedDecoder,
     DecoderError, DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
     sample_decoder,
 };
@@ -590,31 +591,124 @@ impl UnclipPipeline {
             &mut |s| report(progress, Stage::Decoder, s.index, s.total, s.timestep),
         )
         .map_err(|e| stage_error(e, Stage::Decoder))?;
-        let images = if self.settings.super_res {
-            let mut scheduler = self.super_res_scheduler.clone();
-            let x = sample_super_res(
-                &self.super_res_first,
-                &self.super_res_last,
-                &mut scheduler,
-                SuperResRequest {
-                    image_small: image_small.clone(),
-                    num_inference_steps: self.settings.super_res_steps,
-                    latents: super_res_latents,
-                    output_size: None,
-                },
-                noise,
-                &mut |s| report(progress, Stage::SuperRes, s.index, s.total, s.timestep),
-            )
-            .map_err(|e| stage_error(e, Stage::SuperRes))?;
-            to_unit_range(x)
-        } else {
-            to_unit_range(image_small.clone())
-        };
+        let images = self.super_resolve(image_small.clone(), super_res_latents, noise, progress)?;
         Ok(Generation {
             images,
             image_embeddings,
             image_small,
         })
+    }
+
+    /// The super-resolution stage (when enabled) and the pipeline's `[0, 1]` output.
+    fn super_resolve(
+        &self,
+        image_small: Tensor<4>,
+        latents: Option<Tensor<4>>,
+        noise: &mut dyn NoiseSource,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Tensor<4>, UnclipError> {
+        if !self.settings.super_res {
+            return Ok(to_unit_range(image_small));
+        }
+        let mut scheduler = self.super_res_scheduler.clone();
+        let x = sample_super_res(
+            &self.super_res_first,
+            &self.super_res_last,
+            &mut scheduler,
+            SuperResRequest {
+                image_small,
+                num_inference_steps: self.settings.super_res_steps,
+                latents,
+                output_size: None,
+            },
+            noise,
+            &mut |s| report(progress, Stage::SuperRes, s.index, s.total, s.timestep),
+        )
+        .map_err(|e| stage_error(e, Stage::SuperRes))?;
+        Ok(to_unit_range(x))
+    }
+
+    /// A variation that starts from the DDIM-inverted latent of the input image, as the paper
+    /// does (DALL-E 2 §3.1), rather than from fresh noise.
+    ///
+    /// The image (centre-cropped to a square, resized to the decoder's sample size, in `[-1, 1]`)
+    /// is inverted with deterministic DDIM under the decoder conditioned on its own CLIP image
+    /// embedding, up to the noise level of `strength` in `(0, 1]` (the last
+    /// `ceil(strength * decoder_steps)` of the decoder's timesteps; 1 inverts all the way to
+    /// `x_T`), then sampled back with DDIM (`eta` 0: a reconstruction close to the input; larger
+    /// `eta` and `strength`: freer variations), then super-resolved.
+    pub fn variation_from_inversion(
+        &self,
+        image: &RgbImage,
+        strength: f32,
+        eta: f32,
+        noise: &mut dyn NoiseSource,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Generation, UnclipError> {
+        if !(strength > 0.0 && strength <= 1.0) {
+            return Err(UnclipError::InvalidSetting { name: "strength", message: format!("{strength} is not in (0, 1]") });
+        }
+        let emb = self.encode_images(std::slice::from_ref(image))?; // [1, E]
+        let x0 = self.decoder_input(image)?; // [1, 3, S, S]
+        let cond = self.encode_text(&[""])?;
+        let guided = self.settings.decoder_guidance_scale > 1.0;
+        let model = GuidedDecoder::new(
+            &self.decoder,
+            &self.text_proj,
+            emb.clone(),
+            cond.decoder(),
+            guided.then(|| cond.decoder()),
+            self.settings.decoder_guidance_scale,
+        )
+        .map_err(|e| stage_error(e, Stage::Decoder))?;
+        let mut scheduler = self.decoder_scheduler.clone();
+        scheduler.set_timesteps(self.settings.decoder_steps)?;
+        let all = scheduler.timesteps().to_vec(); // descending
+        let k = ((strength * all.len() as f32).ceil() as usize).clamp(1, all.len());
+        let sub = all[all.len() - k..].to_vec();
+        let x_t = scheduler
+            .ddim_invert(x0, &sub, |x, t| model.output(x, t))
+            .map_err(|e| stage_error(e, Stage::Decoder))?;
+        let mut x = x_t;
+        for (i, &t) in sub.iter().enumerate() {
+            let prev = sub.get(i + 1).copied();
+            let out = model.output(x.clone(), t).map_err(|e| stage_error(e, Stage::Decoder))?;
+            x = scheduler.ddim_step(out, t, x, prev, eta, noise)?.prev_sample;
+            if let std::ops::ControlFlow::Break(()) = report(progress, Stage::Decoder, i, sub.len(), t) {
+                return Err(UnclipError::Cancelled { stage: Stage::Decoder });
+            }
+        }
+        let image_small = x.clamp(-1.0, 1.0);
+        let images = self.super_resolve(image_small.clone(), None, noise, progress)?;
+        Ok(Generation { images, image_embeddings: emb, image_small })
+    }
+
+    /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
+    /// sample size, `[-1, 1]`, `[1, 3, S, S]`.
+    pub fn decoder_input(&self, image: &RgbImage) -> Result<Tensor<4>, UnclipError> {
+        let s = self.decoder.config.sample_size.map(|s| s.hw()[0]).ok_or(UnclipError::InvalidSetting {
+            name: "decoder.sample_size",
+            message: "the decoder config has no sample_size".into(),
+        })?;
+        let (w, h) = (image.width() as usize, image.height() as usize);
+        if w == 0 || h == 0 {
+            return Err(UnclipError::InvalidSetting { name: "image", message: "empty image".into() });
+        }
+        let side = w.min(h);
+        let (x0, y0) = ((w - side) / 2, (h - side) / 2);
+        let raw = image.as_raw();
+        let mut crop = Vec::with_capacity(side * side * 3);
+        for y in y0..y0 + side {
+            crop.extend_from_slice(&raw[(y * w + x0) * 3..(y * w + x0 + side) * 3]);
+        }
+        let px = unclip_nn::resize_aa_u8_torch(&crop, side, side, 3, s, s);
+        let mut planar = vec![0f32; 3 * s * s];
+        for (i, chunk) in px.chunks_exact(3).enumerate() {
+            for c in 0..3 {
+                planar[c * s * s + i] = chunk[c] as f32 / 127.5 - 1.0;
+            }
+        }
+        Ok(Tensor::from_data(TensorData::new(planar, [1, 3, s, s]), &self.device))
     }
 
     /// Variations of images: CLIP image embedding -> decoder -> upsamplers, from fresh noise (as

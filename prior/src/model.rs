@@ -16,7 +16,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Distribution, Tensor, TensorData};
 use unclip_nn::{
-    Activation, LayerNorm, Linear, TimestepEmbedding, merge_heads, scaled_dot_product, split_heads,
+    LayerNorm, Linear, TimestepEmbedding, merge_heads, scaled_dot_product, split_heads,
     timestep_embedding,
 };
 
