@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleSnapshot;
 use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
@@ -65,48 +65,8 @@ pub const STATE_FILE: &str = "trainer_state.json";
 // Shared helpers (also used by `unclip-upsampler`'s trainer).
 // ---------------------------------------------------------------------------------------------
 
-/// Collects every float parameter (flattened, detached) in visiting order.
-struct Gather(Vec<Tensor<1>>);
-
-impl ModuleVisitor for Gather {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let t = param.val();
-        let n = t.shape().num_elements();
-        self.0.push(t.reshape([n]));
-    }
-}
-
-/// `ema = decay * ema + (1 - decay) * model`, parameter by parameter in visiting order.
-struct Blend {
-    src: std::vec::IntoIter<Tensor<1>>,
-    decay: f64,
-}
-
-impl ModuleMapper for Blend {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        match self.src.next() {
-            Some(s) => {
-                let decay = self.decay;
-                param.map(|t| {
-                    let dims = t.dims();
-                    t * decay + s.reshape(dims) * (1.0 - decay)
-                })
-            }
-            None => param,
-        }
-    }
-}
-
-/// One EMA update: `ema = decay * ema + (1 - decay) * model`, parameter by parameter. `model` and
-/// `ema` must be the same architecture on the same (plain) device: pass `model.valid()`.
-pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
-    let mut g = Gather(Vec::new());
-    model.visit(&mut g);
-    ema.map(&mut Blend {
-        src: g.0.into_iter(),
-        decay,
-    })
-}
+/// One EMA update (shared with every stage's trainer; lives in `unclip-nn`).
+pub use unclip_nn::ema_update;
 
 /// Writes `dir/config.json` (`config` with `_class_name` added) and
 /// `dir/diffusion_pytorch_model.safetensors` (f32; each module path turned into a checkpoint key
@@ -128,7 +88,10 @@ pub fn save_diffusers_folder<M: ModuleSnapshot>(
     for t in module.collect(None, None, false) {
         let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
         if dtype != DType::F32 {
-            return Err(werr(format!("tensor {name} has dtype {dtype:?}; only f32 is saved")).into());
+            return Err(werr(format!(
+                "tensor {name} has dtype {dtype:?}; only f32 is saved"
+            ))
+            .into());
         }
         owned.push((key(&name), shape.to_vec(), bytes.to_vec()));
     }
@@ -445,7 +408,10 @@ impl DecoderTrainer {
             config.ema_decay,
             config.num_train_timesteps,
         )?;
-        check_prob("image_embedding_drop_prob", config.image_embedding_drop_prob)?;
+        check_prob(
+            "image_embedding_drop_prob",
+            config.image_embedding_drop_prob,
+        )?;
         check_prob("caption_drop_prob", config.caption_drop_prob)?;
         if !(config.vlb_weight.is_finite() && config.vlb_weight >= 0.0) {
             return Err(DecoderError::InvalidArgument {
@@ -725,7 +691,10 @@ impl DecoderTrainer {
                 dir.join("online").join("text_proj"),
                 &plain,
             )?,
-            unet: UNet2DConditionModel::from_pretrained(dir.join("online").join("decoder"), &plain)?,
+            unet: UNet2DConditionModel::from_pretrained(
+                dir.join("online").join("decoder"),
+                &plain,
+            )?,
         };
         let ema = match state.train.ema_decay {
             Some(_) => Some(DecoderModels {
@@ -749,7 +718,10 @@ mod tests {
                 "down_blocks.1.attentions.0.to_out.0.weight",
                 "down_blocks.1.attentions.0.to_out.weight",
             ),
-            ("mid_block.attentions.0.to_q.bias", "mid_block.attentions.0.to_q.bias"),
+            (
+                "mid_block.attentions.0.to_q.bias",
+                "mid_block.attentions.0.to_q.bias",
+            ),
             ("conv_in.weight", "conv_in.weight"),
         ] {
             assert_eq!(decoder_save_key(module), ckpt);

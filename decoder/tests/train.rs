@@ -118,7 +118,11 @@ impl Drop for TempDir {
 }
 
 /// UNet output of `(text_proj, unet)` on fixed inputs: `[4, 6, S, S]` flattened.
-fn outputs(text_proj: &UnCLIPTextProjModel, unet: &UNet2DConditionModel, device: &Device) -> Vec<f32> {
+fn outputs(
+    text_proj: &UnCLIPTextProjModel,
+    unet: &UNet2DConditionModel,
+    device: &Device,
+) -> Vec<f32> {
     let b = batch(device);
     let cond = text_proj
         .forward(
@@ -181,9 +185,8 @@ fn loss_falls_checkpoint_reloads_and_resumes() {
     assert_eq!(trainer.step, steps as u64);
 
     // Save, reload through the public loaders, compare outputs with the EMA models.
-    let dir = TempDir(
-        std::env::temp_dir().join(format!("unclip-decoder-train-{}", std::process::id())),
-    );
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("unclip-decoder-train-{}", std::process::id())));
     trainer.save_checkpoint(&dir.0).expect("save");
     for f in [
         "trainer_state.json",
@@ -197,14 +200,16 @@ fn loss_falls_checkpoint_reloads_and_resumes() {
         assert!(dir.0.join(f).is_file(), "{f} written");
     }
     // diffusers key names in the file.
-    let ckpt = unclip_nn::Checkpoint::open(dir.0.join("decoder/diffusion_pytorch_model.safetensors"))
-        .expect("open");
+    let ckpt =
+        unclip_nn::Checkpoint::open(dir.0.join("decoder/diffusion_pytorch_model.safetensors"))
+            .expect("open");
     assert!(
         ckpt.keys().iter().any(|k| k.ends_with(".to_out.0.weight")),
         "attention output keys in diffusers' spelling"
     );
     let ema = trainer.inference_models();
-    let unet_r = UNet2DConditionModel::from_pretrained(dir.0.join("decoder"), &plain).expect("unet");
+    let unet_r =
+        UNet2DConditionModel::from_pretrained(dir.0.join("decoder"), &plain).expect("unet");
     let tp_r =
         UnCLIPTextProjModel::from_pretrained(dir.0.join("text_proj"), &plain).expect("text_proj");
     let a = outputs(&ema.text_proj, &ema.unet, &plain);
@@ -245,7 +250,10 @@ fn bad_inputs_are_typed_errors() {
         },
         &device,
     );
-    assert!(matches!(r, Err(DecoderError::InvalidArgument { .. })), "{r:?}");
+    assert!(
+        matches!(r, Err(DecoderError::InvalidArgument { .. })),
+        "{r:?}"
+    );
     // Two-row empty prompt.
     let u2 = TextConditioning {
         prompt_embeds: Tensor::zeros([2, E], &plain),

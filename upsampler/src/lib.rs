@@ -6,12 +6,16 @@
 //! `super_res_first` for every step but the last, `super_res_last` for the last).
 
 pub mod config;
+pub mod degrade;
 pub mod resample;
 pub mod sampling;
+pub mod train;
 pub mod unet;
 
 pub use config::UNet2DConfig;
+pub use degrade::{BsrConfig, LowResAugmentation};
 pub use resample::{bicubic_aa_weights, resize_bicubic_antialias};
 pub use sampling::{SuperResRequest, sample_super_res, to_nhwc, to_rgb8, to_unit_range};
+pub use train::{SuperResTrainConfig, SuperResTrainer, TrainSchedule};
 pub use unet::{SUPER_RES_KEYMAP, UNet2DModel};
 pub use unclip_decoder::{StepInfo, no_progress};
