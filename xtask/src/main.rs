@@ -86,16 +86,27 @@ enum Task {
 fn main() {
     let cli = Cli::parse();
     match cli.task {
-        Task::BenchClip { batch, iters, devices } => bench_clip(batch, iters, &devices),
+        Task::BenchClip {
+            batch,
+            iters,
+            devices,
+        } => bench_clip(batch, iters, &devices),
         Task::BenchPrior(o) => bench_model(Model::Prior, &o),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }
 }
 
+/// The median (mean of the two middle values for an even count, as Python's
+/// `statistics.median`, so that Rust and PyTorch figures are reduced the same way).
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
 }
 
 /// `warmup` untimed calls, then `iters` timed calls (ms).
@@ -113,7 +124,10 @@ fn time_it(warmup: usize, iters: usize, mut f: impl FnMut()) -> Vec<f64> {
 }
 
 fn fmt_times(v: &[f64]) -> String {
-    v.iter().map(|t| format!("{t:.0}")).collect::<Vec<_>>().join(" ")
+    v.iter()
+        .map(|t| format!("{t:.0}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Clone, Copy)]
@@ -155,10 +169,7 @@ impl Model {
                 let c: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG).unwrap();
                 format!(
                     "UNet2DConditionModel (Karlo decoder layout): channels {:?}, 64x64, in {} / out {}, context {DECODER_CONTEXT} x {}; batch {batch}",
-                    c.block_out_channels,
-                    c.in_channels,
-                    c.out_channels,
-                    DECODER_CROSS_DIM
+                    c.block_out_channels, c.in_channels, c.out_channels, DECODER_CROSS_DIM
                 )
             }
             Model::SuperRes => {
@@ -193,7 +204,8 @@ fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &D
     let t = Tensor::<1>::from_data(TensorData::new(vec![DIFFUSION_T; b], [b]), device);
     match model {
         Model::Prior => {
-            let cfg: PriorTransformerConfig = serde_json::from_str(PRIOR_CONFIG).expect("prior config");
+            let cfg: PriorTransformerConfig =
+                serde_json::from_str(PRIOR_CONFIG).expect("prior config");
             let m = PriorTransformer::new(&cfg, device).expect("prior");
             let e = cfg.embedding_dim;
             let x = normal([b, e], device);
@@ -203,12 +215,15 @@ fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &D
                 attention_mask: Some(mask(b, cfg.num_embeddings, PRIOR_TEXT_TOKENS, device)),
             };
             time_it(warmup, iters, || {
-                let y = m.forward(x.clone(), t.clone(), &cond).expect("prior forward");
+                let y = m
+                    .forward(x.clone(), t.clone(), &cond)
+                    .expect("prior forward");
                 let _ = y.into_data();
             })
         }
         Model::Decoder => {
-            let cfg: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG).expect("decoder config");
+            let cfg: UNet2DConditionConfig =
+                serde_json::from_str(DECODER_CONFIG).expect("decoder config");
             let m = UNet2DConditionModel::new(&cfg, device).expect("decoder");
             let temb = cfg.layout().expect("layout").time_embed_dim;
             let x = normal([b, cfg.in_channels, 64, 64], device);
@@ -217,13 +232,20 @@ fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &D
             let mk = mask(b, DECODER_CONTEXT, DECODER_REAL_TOKENS, device);
             time_it(warmup, iters, || {
                 let y = m
-                    .forward(x.clone(), t.clone(), ctx.clone(), Some(class.clone()), Some(mk.clone()))
+                    .forward(
+                        x.clone(),
+                        t.clone(),
+                        ctx.clone(),
+                        Some(class.clone()),
+                        Some(mk.clone()),
+                    )
                     .expect("decoder forward");
                 let _ = y.into_data();
             })
         }
         Model::SuperRes => {
-            let cfg: UNet2DConfig = serde_json::from_str(SUPER_RES_CONFIG).expect("super-res config");
+            let cfg: UNet2DConfig =
+                serde_json::from_str(SUPER_RES_CONFIG).expect("super-res config");
             let m = UNet2DModel::new(&cfg, device).expect("super-res");
             let x = normal([b, cfg.in_channels, 256, 256], device);
             time_it(warmup, iters, || {
@@ -235,7 +257,12 @@ fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &D
 }
 
 /// Runs `xtask/bench/torch_forward.py` and reads its `times_ms=` line.
-fn time_torch(python: &PathBuf, model: Model, o: &BenchOpts, batch: usize) -> Result<Vec<f64>, String> {
+fn time_torch(
+    python: &PathBuf,
+    model: Model,
+    o: &BenchOpts,
+    batch: usize,
+) -> Result<Vec<f64>, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_forward.py");
     let out = Command::new(python)
         .arg(script)
@@ -248,7 +275,11 @@ fn time_torch(python: &PathBuf, model: Model, o: &BenchOpts, batch: usize) -> Re
         .map_err(|e| format!("{}: {e}", python.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        return Err(format!("{}\n{}", stdout, String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "{}\n{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     for line in stdout.lines() {
         if let Some(rest) = line.strip_prefix("times_ms=") {
@@ -266,7 +297,7 @@ fn bench_model(model: Model, o: &BenchOpts) {
     let batch = o.batch.unwrap_or(model.default_batch());
     println!("{}", model.describe(batch));
     println!(
-        "warm-up {}, {} timed iterations, median (all timings in ms in brackets), {} round(s)",
+        "warm-up {}, {} timed iterations, median; every timing in ms in the last column, {} round(s)",
         o.warmup, o.iters, o.rounds
     );
     let devices: Vec<(String, Device)> = o
@@ -284,21 +315,36 @@ fn bench_model(model: Model, o: &BenchOpts) {
     for round in 0..o.rounds.max(1) {
         let mut baseline = None;
         println!("round {}", round + 1);
-        println!("| implementation | median ms | ratio to {} | timings |", devices.first().map_or("-", |d| &d.0));
+        println!(
+            "| implementation | median ms | ratio to {} | timings |",
+            devices.first().map_or("-", |d| &d.0)
+        );
         println!("|---|---|---|---|");
         for (name, device) in &devices {
             let times = time_rust(model, batch, o.warmup, o.iters, device);
             let m = median(times.clone());
             let base = *baseline.get_or_insert(m);
-            println!("| rust {name} | {m:.1} | {:.2} | {} |", m / base, fmt_times(&times));
+            println!(
+                "| rust {name} | {m:.1} | {:.2} | {} |",
+                m / base,
+                fmt_times(&times)
+            );
         }
         if let Some(py) = &o.torch_python {
             match time_torch(py, model, o, batch) {
                 Ok(times) => {
                     let m = median(times.clone());
                     let base = baseline.unwrap_or(m);
-                    println!("| pytorch | {m:.1} | {:.2} | {} |", m / base, fmt_times(&times));
-                    println!("rust {} / pytorch = {:.2}", devices.first().map_or("-", |d| &d.0), base / m);
+                    println!(
+                        "| pytorch | {m:.1} | {:.2} | {} |",
+                        m / base,
+                        fmt_times(&times)
+                    );
+                    println!(
+                        "rust {} / pytorch = {:.2}",
+                        devices.first().map_or("-", |d| &d.0),
+                        base / m
+                    );
                     ratios.push(base / m);
                 }
                 Err(e) => println!("| pytorch | failed: {e} | | |"),
@@ -308,7 +354,11 @@ fn bench_model(model: Model, o: &BenchOpts) {
     if ratios.len() > 1 {
         println!(
             "rust / pytorch per round: {}; median {:.2}",
-            ratios.iter().map(|r| format!("{r:.2}")).collect::<Vec<_>>().join(" "),
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(" "),
             median(ratios.clone())
         );
     }
@@ -339,10 +389,19 @@ fn bench_clip(batch: usize, iters: usize, devices: &[String]) {
         };
         let model = ClipModel::new(&cfg, &device);
         let l = cfg.text_config.max_position_embeddings;
-        let ids: Vec<i64> = (0..batch * l).map(|i| if i % l == l - 1 { 49407 } else { (i % 400) as i64 + 300 }).collect();
+        let ids: Vec<i64> = (0..batch * l)
+            .map(|i| {
+                if i % l == l - 1 {
+                    49407
+                } else {
+                    (i % 400) as i64 + 300
+                }
+            })
+            .collect();
         let s = cfg.vision_config.image_size;
         let run = || {
-            let ids = Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, l]), &device);
+            let ids =
+                Tensor::<2, Int>::from_data(TensorData::new(ids.clone(), [batch, l]), &device);
             let px = Tensor::<4>::random([batch, 3, s, s], Distribution::Normal(0.0, 1.0), &device);
             let out = model.forward(ids, None, px, false);
             let _ = out.logits_per_image.into_data(); // synchronise
