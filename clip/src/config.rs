@@ -11,26 +11,66 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 use unclip_nn::{Activation, LoadError};
 
-fn d_vocab() -> usize { 49408 }
-fn d_text_hidden() -> usize { 512 }
-fn d_text_inter() -> usize { 2048 }
-fn d_proj() -> usize { 512 }
-fn d_text_layers() -> usize { 12 }
-fn d_text_heads() -> usize { 8 }
-fn d_max_pos() -> usize { 77 }
-fn d_act() -> Activation { Activation::QuickGelu }
-fn d_eps() -> f64 { 1e-5 }
-fn d_pad() -> i64 { 1 }
-fn d_bos() -> i64 { 49406 }
-fn d_eos() -> i64 { 49407 }
-fn d_vis_hidden() -> usize { 768 }
-fn d_vis_inter() -> usize { 3072 }
-fn d_vis_layers() -> usize { 12 }
-fn d_vis_heads() -> usize { 12 }
-fn d_channels() -> usize { 3 }
-fn d_image() -> usize { 224 }
-fn d_patch() -> usize { 32 }
-fn d_logit_scale() -> f64 { 2.6592 }
+fn d_vocab() -> usize {
+    49408
+}
+fn d_text_hidden() -> usize {
+    512
+}
+fn d_text_inter() -> usize {
+    2048
+}
+fn d_proj() -> usize {
+    512
+}
+fn d_text_layers() -> usize {
+    12
+}
+fn d_text_heads() -> usize {
+    8
+}
+fn d_max_pos() -> usize {
+    77
+}
+fn d_act() -> Activation {
+    Activation::QuickGelu
+}
+fn d_eps() -> f64 {
+    1e-5
+}
+fn d_pad() -> i64 {
+    1
+}
+fn d_bos() -> i64 {
+    49406
+}
+fn d_eos() -> i64 {
+    49407
+}
+fn d_vis_hidden() -> usize {
+    768
+}
+fn d_vis_inter() -> usize {
+    3072
+}
+fn d_vis_layers() -> usize {
+    12
+}
+fn d_vis_heads() -> usize {
+    12
+}
+fn d_channels() -> usize {
+    3
+}
+fn d_image() -> usize {
+    224
+}
+fn d_patch() -> usize {
+    32
+}
+fn d_logit_scale() -> f64 {
+    2.6592
+}
 
 /// transformers `CLIPTextConfig`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,7 +166,12 @@ impl ClipTextConfig {
     }
 
     pub(crate) fn validate(&self, path: &Path) -> Result<(), LoadError> {
-        validate_heads(path, "text_config", self.hidden_size, self.num_attention_heads)
+        validate_heads(
+            path,
+            "text_config",
+            self.hidden_size,
+            self.num_attention_heads,
+        )
     }
 }
 
@@ -144,7 +189,12 @@ impl ClipVisionConfig {
     }
 
     pub(crate) fn validate(&self, path: &Path) -> Result<(), LoadError> {
-        validate_heads(path, "vision_config", self.hidden_size, self.num_attention_heads)?;
+        validate_heads(
+            path,
+            "vision_config",
+            self.hidden_size,
+            self.num_attention_heads,
+        )?;
         if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
             return Err(LoadError::UnsupportedConfig {
                 path: path.to_path_buf(),
@@ -181,10 +231,16 @@ impl ClipConfig {
     fn from_value(path: &Path, v: serde_json::Value) -> Result<Self, LoadError> {
         let mut cfg: ClipConfig = from_value(path, v.clone())?;
         // transformers copies the top-level projection_dim into the sub-configs.
-        if v.get("text_config").and_then(|t| t.get("projection_dim")).is_none() {
+        if v.get("text_config")
+            .and_then(|t| t.get("projection_dim"))
+            .is_none()
+        {
             cfg.text_config.projection_dim = cfg.projection_dim;
         }
-        if v.get("vision_config").and_then(|t| t.get("projection_dim")).is_none() {
+        if v.get("vision_config")
+            .and_then(|t| t.get("projection_dim"))
+            .is_none()
+        {
             cfg.vision_config.projection_dim = cfg.projection_dim;
         }
         Ok(cfg)
@@ -201,15 +257,23 @@ impl ClipConfig {
     }
 }
 
-fn from_value<T: serde::de::DeserializeOwned>(path: &Path, v: serde_json::Value) -> Result<T, LoadError> {
-    serde_json::from_value(v).map_err(|source| LoadError::Json { path: path.to_path_buf(), source })
+fn from_value<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    v: serde_json::Value,
+) -> Result<T, LoadError> {
+    serde_json::from_value(v).map_err(|source| LoadError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 fn validate_heads(path: &Path, which: &str, hidden: usize, heads: usize) -> Result<(), LoadError> {
     if heads == 0 || hidden % heads != 0 {
         return Err(LoadError::UnsupportedConfig {
             path: path.to_path_buf(),
-            message: format!("{which}: hidden_size {hidden} is not divisible by num_attention_heads {heads}"),
+            message: format!(
+                "{which}: hidden_size {hidden} is not divisible by num_attention_heads {heads}"
+            ),
         });
     }
     Ok(())

@@ -35,7 +35,8 @@ impl ClipAttention {
         let q = split_heads(self.q_proj.forward(x.clone()), self.num_heads);
         let k = split_heads(self.k_proj.forward(x.clone()), self.num_heads);
         let v = split_heads(self.v_proj.forward(x), self.num_heads);
-        self.out_proj.forward(merge_heads(scaled_dot_product(q, k, v, bias, scale)))
+        self.out_proj
+            .forward(merge_heads(scaled_dot_product(q, k, v, bias, scale)))
     }
 }
 
@@ -58,7 +59,14 @@ pub struct ClipEncoderLayer {
 }
 
 impl ClipEncoderLayer {
-    pub fn new(d: usize, inter: usize, heads: usize, act: Activation, eps: f64, device: &Device) -> Self {
+    pub fn new(
+        d: usize,
+        inter: usize,
+        heads: usize,
+        act: Activation,
+        eps: f64,
+        device: &Device,
+    ) -> Self {
         ClipEncoderLayer {
             self_attn: ClipAttention::new(d, heads, device),
             layer_norm1: LayerNorm::new(d, eps, device),
@@ -73,7 +81,11 @@ impl ClipEncoderLayer {
 
     pub fn forward(&self, x: Tensor<3>, bias: Option<Tensor<4>>) -> Tensor<3> {
         let h = x.clone() + self.self_attn.forward(self.layer_norm1.forward(x), bias);
-        let m = self.mlp.fc2.forward(self.mlp.act.forward(self.mlp.fc1.forward(self.layer_norm2.forward(h.clone()))));
+        let m = self.mlp.fc2.forward(
+            self.mlp
+                .act
+                .forward(self.mlp.fc1.forward(self.layer_norm2.forward(h.clone()))),
+        );
         h + m
     }
 }
@@ -95,13 +107,20 @@ impl ClipEncoder {
         device: &Device,
     ) -> Self {
         ClipEncoder {
-            layers: (0..layers).map(|_| ClipEncoderLayer::new(d, inter, heads, act, eps, device)).collect(),
+            layers: (0..layers)
+                .map(|_| ClipEncoderLayer::new(d, inter, heads, act, eps, device))
+                .collect(),
         }
     }
 
     /// Returns the output and, when `collect` is set, every hidden state (input first, then the
     /// output of each layer), as transformers' `output_hidden_states`.
-    pub fn forward(&self, x: Tensor<3>, bias: Option<Tensor<4>>, collect: bool) -> (Tensor<3>, Vec<Tensor<3>>) {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        bias: Option<Tensor<4>>,
+        collect: bool,
+    ) -> (Tensor<3>, Vec<Tensor<3>>) {
         let mut states = Vec::new();
         let mut h = x;
         for layer in &self.layers {

@@ -14,21 +14,26 @@
 mod config;
 mod encoder;
 mod error;
-mod preprocess;
 mod load;
 mod model;
+mod preprocess;
 mod text;
 mod train;
 mod vision;
 mod zeroshot;
 
 pub use config::{ClipConfig, ClipTextConfig, ClipVisionConfig};
-pub use error::ClipError;
-pub use train::{ClipBatch, ClipTrainer};
-pub use zeroshot::ZeroShot;
-pub use preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeBackend, Rgb8, SizeSpec};
 pub use encoder::{ClipAttention, ClipEncoder, ClipEncoderLayer, ClipMlp};
+pub use error::ClipError;
 pub use load::HF_CLIP_KEYS;
 pub use model::{ClipModel, ClipOutput, contrastive_loss, l2_normalize};
-pub use text::{ClipTextEmbeddings, ClipTextModelWithProjection, ClipTextOutput, ClipTextTransformer, eos_positions};
-pub use vision::{ClipVisionEmbeddings, ClipVisionModelWithProjection, ClipVisionOutput, ClipVisionTransformer};
+pub use preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeBackend, Rgb8, SizeSpec};
+pub use text::{
+    ClipTextEmbeddings, ClipTextModelWithProjection, ClipTextOutput, ClipTextTransformer,
+    eos_positions,
+};
+pub use train::{ClipBatch, ClipTrainer};
+pub use vision::{
+    ClipVisionEmbeddings, ClipVisionModelWithProjection, ClipVisionOutput, ClipVisionTransformer,
+};
+pub use zeroshot::ZeroShot;

@@ -21,7 +21,10 @@ use crate::text::ClipTextModelWithProjection;
 use crate::vision::ClipVisionModelWithProjection;
 
 /// The HF CLIP layout (see the module docs).
-pub const HF_CLIP_KEYS: KeyMap = KeyMap { renames: &[], ignored: &[r"(^|\.)embeddings\.position_ids$"] };
+pub const HF_CLIP_KEYS: KeyMap = KeyMap {
+    renames: &[],
+    ignored: &[r"(^|\.)embeddings\.position_ids$"],
+};
 
 const TEXT_KEYS: &[&str] = &["text_model.", "text_projection."];
 const VISION_KEYS: &[&str] = &["vision_model.", "visual_projection."];
@@ -48,7 +51,11 @@ impl ClipModel {
     }
 
     /// Applies an opened checkpoint (strictly) to a model of `cfg`.
-    pub fn from_checkpoint(cfg: &ClipConfig, ckpt: Checkpoint, device: &Device) -> Result<Self, LoadError> {
+    pub fn from_checkpoint(
+        cfg: &ClipConfig,
+        ckpt: Checkpoint,
+        device: &Device,
+    ) -> Result<Self, LoadError> {
         ckpt.load_into(ClipModel::new(cfg, device))
     }
 }

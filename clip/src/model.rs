@@ -1,8 +1,8 @@
 //! transformers `CLIPModel`: both towers, both projections and the learned `logit_scale`.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Int, Tensor, TensorData};
 use unclip_nn::Linear;
 
 use crate::config::ClipConfig;
@@ -56,7 +56,11 @@ impl ClipModel {
     }
 
     /// `get_text_features`: projected pooled text states, not normalised `[B, P]`.
-    pub fn text_features(&self, input_ids: Tensor<2, Int>, attention_mask: Option<Tensor<2, Int>>) -> Tensor<2> {
+    pub fn text_features(
+        &self,
+        input_ids: Tensor<2, Int>,
+        attention_mask: Option<Tensor<2, Int>>,
+    ) -> Tensor<2> {
         let out = self.text_model.forward(input_ids, attention_mask, false);
         self.text_projection.forward(out.pooler_output)
     }
@@ -75,13 +79,25 @@ impl ClipModel {
         pixel_values: Tensor<4>,
         output_hidden_states: bool,
     ) -> ClipOutput {
-        let text = self.text_model.forward(input_ids, attention_mask, output_hidden_states);
-        let vision = self.vision_model.forward(pixel_values, output_hidden_states);
+        let text = self
+            .text_model
+            .forward(input_ids, attention_mask, output_hidden_states);
+        let vision = self
+            .vision_model
+            .forward(pixel_values, output_hidden_states);
         let text_embeds = l2_normalize(self.text_projection.forward(text.pooler_output.clone()));
-        let image_embeds = l2_normalize(self.visual_projection.forward(vision.pooler_output.clone()));
+        let image_embeds =
+            l2_normalize(self.visual_projection.forward(vision.pooler_output.clone()));
         let logits_per_image = self.logits(image_embeds.clone(), text_embeds.clone());
         let logits_per_text = logits_per_image.clone().transpose();
-        ClipOutput { text, vision, text_embeds, image_embeds, logits_per_image, logits_per_text }
+        ClipOutput {
+            text,
+            vision,
+            text_embeds,
+            image_embeds,
+            logits_per_image,
+            logits_per_text,
+        }
     }
 
     /// `exp(logit_scale) * a @ b^T` for normalised embeddings `a [N, P]`, `b [M, P]` -> `[N, M]`.

@@ -25,13 +25,30 @@ pub enum SizeSpec {
     Exact { height: usize, width: usize },
 }
 
-fn t() -> bool { true }
-fn d_size() -> SizeSpec { SizeSpec::Shortest { shortest_edge: 224 } }
-fn d_crop() -> SizeSpec { SizeSpec::Exact { height: 224, width: 224 } }
-fn d_resample() -> u32 { 3 }
-fn d_rescale() -> f64 { 1.0 / 255.0 }
-fn d_mean() -> [f64; 3] { [0.48145466, 0.4578275, 0.40821073] }
-fn d_std() -> [f64; 3] { [0.26862954, 0.26130258, 0.27577711] }
+fn t() -> bool {
+    true
+}
+fn d_size() -> SizeSpec {
+    SizeSpec::Shortest { shortest_edge: 224 }
+}
+fn d_crop() -> SizeSpec {
+    SizeSpec::Exact {
+        height: 224,
+        width: 224,
+    }
+}
+fn d_resample() -> u32 {
+    3
+}
+fn d_rescale() -> f64 {
+    1.0 / 255.0
+}
+fn d_mean() -> [f64; 3] {
+    [0.48145466, 0.4578275, 0.40821073]
+}
+fn d_std() -> [f64; 3] {
+    [0.26862954, 0.26130258, 0.27577711]
+}
 
 /// `preprocessor_config.json` of a `CLIPImageProcessor` (defaults are transformers').
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -87,7 +104,11 @@ pub struct Rgb8 {
 impl Rgb8 {
     pub fn from_image(img: &DynamicImage) -> Self {
         let rgb = img.to_rgb8();
-        Rgb8 { width: rgb.width() as usize, height: rgb.height() as usize, data: rgb.into_raw() }
+        Rgb8 {
+            width: rgb.width() as usize,
+            height: rgb.height() as usize,
+            data: rgb.into_raw(),
+        }
     }
 }
 
@@ -103,10 +124,16 @@ impl ClipImageProcessor {
         if config.resample != 3 {
             return Err(LoadError::UnsupportedConfig {
                 path: path.to_path_buf(),
-                message: format!("resample {} (only 3 = bicubic is supported)", config.resample),
+                message: format!(
+                    "resample {} (only 3 = bicubic is supported)",
+                    config.resample
+                ),
             });
         }
-        Ok(ClipImageProcessor { config, backend: ResizeBackend::default() })
+        Ok(ClipImageProcessor {
+            config,
+            backend: ResizeBackend::default(),
+        })
     }
 
     /// A processor for square inputs of `size` with OpenAI CLIP's statistics.
@@ -114,10 +141,15 @@ impl ClipImageProcessor {
         ClipImageProcessor {
             config: ClipImageProcessorConfig {
                 do_resize: true,
-                size: SizeSpec::Shortest { shortest_edge: size },
+                size: SizeSpec::Shortest {
+                    shortest_edge: size,
+                },
                 resample: 3,
                 do_center_crop: true,
-                crop_size: SizeSpec::Exact { height: size, width: size },
+                crop_size: SizeSpec::Exact {
+                    height: size,
+                    width: size,
+                },
                 do_rescale: true,
                 rescale_factor: d_rescale(),
                 do_normalize: true,
@@ -142,7 +174,11 @@ impl ClipImageProcessor {
         let (out_h, out_w) = match self.config.size {
             SizeSpec::Shortest { shortest_edge: s } => {
                 // transformers get_resize_output_image_size(default_to_square=False)
-                if w <= h { (((s * h) as f64 / w as f64) as usize, s) } else { (s, ((s * w) as f64 / h as f64) as usize) }
+                if w <= h {
+                    (((s * h) as f64 / w as f64) as usize, s)
+                } else {
+                    (s, ((s * w) as f64 / h as f64) as usize)
+                }
             }
             SizeSpec::Square(s) => (s, s),
             SizeSpec::Exact { height, width } => (height, width),
@@ -151,15 +187,28 @@ impl ClipImageProcessor {
             ResizeBackend::Torchvision => resize_aa_u8_torch(&img.data, h, w, 3, out_h, out_w),
             ResizeBackend::Pil => resize_aa_u8_pil(&img.data, h, w, 3, out_h, out_w),
         };
-        Rgb8 { width: out_w, height: out_h, data }
+        Rgb8 {
+            width: out_w,
+            height: out_h,
+            data,
+        }
     }
 
     /// One image to normalised planar `[3, H, W]` values.
-    pub fn pixel_values(&self, img: &Rgb8, index: usize) -> Result<(Vec<f32>, [usize; 3]), ClipError> {
+    pub fn pixel_values(
+        &self,
+        img: &Rgb8,
+        index: usize,
+    ) -> Result<(Vec<f32>, [usize; 3]), ClipError> {
         if img.width == 0 || img.height == 0 || img.data.len() != img.width * img.height * 3 {
             return Err(ClipError::BadImage {
                 index,
-                message: format!("{}x{} image with {} bytes", img.width, img.height, img.data.len()),
+                message: format!(
+                    "{}x{} image with {} bytes",
+                    img.width,
+                    img.height,
+                    img.data.len()
+                ),
             });
         }
         let r = self.resize(img);
@@ -172,7 +221,10 @@ impl ClipImageProcessor {
             if h > r.height || w > r.width {
                 return Err(ClipError::BadImage {
                     index,
-                    message: format!("resized to {}x{}, smaller than the {}x{} crop", r.width, r.height, w, h),
+                    message: format!(
+                        "resized to {}x{}, smaller than the {}x{} crop",
+                        r.width, r.height, w, h
+                    ),
                 });
             }
             top = (r.height - h) / 2;
@@ -206,7 +258,11 @@ impl ClipImageProcessor {
     /// let img = image::open("cat.png").unwrap();
     /// let pixels = p.preprocess(&[img], &Device::flex()).unwrap();
     /// ```
-    pub fn preprocess(&self, images: &[DynamicImage], device: &Device) -> Result<Tensor<4>, ClipError> {
+    pub fn preprocess(
+        &self,
+        images: &[DynamicImage],
+        device: &Device,
+    ) -> Result<Tensor<4>, ClipError> {
         let rgb: Vec<Rgb8> = images.iter().map(Rgb8::from_image).collect();
         self.preprocess_rgb(&rgb, device)
     }
@@ -221,11 +277,17 @@ impl ClipImageProcessor {
         for (i, img) in images.iter().enumerate() {
             let (v, s) = self.pixel_values(img, i)?;
             if i > 0 && s != shape {
-                return Err(ClipError::BadImage { index: i, message: format!("size {s:?} differs from {shape:?}") });
+                return Err(ClipError::BadImage {
+                    index: i,
+                    message: format!("size {s:?} differs from {shape:?}"),
+                });
             }
             shape = s;
             all.extend(v);
         }
-        Ok(Tensor::from_data(TensorData::new(all, [images.len(), shape[0], shape[1], shape[2]]), device))
+        Ok(Tensor::from_data(
+            TensorData::new(all, [images.len(), shape[0], shape[1], shape[2]]),
+            device,
+        ))
     }
 }

@@ -45,8 +45,11 @@ impl ClipTextTransformer {
         ClipTextTransformer {
             embeddings: ClipTextEmbeddings {
                 token_embedding: EmbeddingConfig::new(cfg.vocab_size, cfg.hidden_size).init(device),
-                position_embedding: EmbeddingConfig::new(cfg.max_position_embeddings, cfg.hidden_size)
-                    .init(device),
+                position_embedding: EmbeddingConfig::new(
+                    cfg.max_position_embeddings,
+                    cfg.hidden_size,
+                )
+                .init(device),
             },
             encoder: ClipEncoder::new(
                 cfg.num_hidden_layers,
@@ -79,7 +82,9 @@ impl ClipTextTransformer {
 
         // Additive bias [B|1, 1, L, L]: causal (key > query masked) plus padding (masked keys).
         let causal: Tensor<2, Bool> = Tensor::<2, Bool>::tril_mask([l, l], 0, &device); // true above diagonal
-        let mut bias = Tensor::<2>::zeros([l, l], &device).mask_fill(causal, MASK_MIN).reshape([1, 1, l, l]);
+        let mut bias = Tensor::<2>::zeros([l, l], &device)
+            .mask_fill(causal, MASK_MIN)
+            .reshape([1, 1, l, l]);
         if let Some(mask) = attention_mask {
             let pad = mask.equal_elem(0).reshape([b, 1, 1, l]); // [B, 1, 1, L]
             let pad_bias = Tensor::<4>::zeros([b, 1, 1, l], &device).mask_fill(pad, MASK_MIN);
@@ -89,7 +94,11 @@ impl ClipTextTransformer {
         let (h, hidden_states) = self.encoder.forward(x, Some(bias), output_hidden_states);
         let last = self.final_layer_norm.forward(h); // [B, L, D]
         let pooled = pool(last.clone(), &input_ids, self.eos_token_id);
-        ClipTextOutput { last_hidden_state: last, pooler_output: pooled, hidden_states }
+        ClipTextOutput {
+            last_hidden_state: last,
+            pooler_output: pooled,
+            hidden_states,
+        }
     }
 }
 
@@ -97,7 +106,10 @@ impl ClipTextTransformer {
 pub fn eos_positions(input_ids: &Tensor<2, Int>, eos_token_id: i64) -> Vec<usize> {
     let [b, l] = input_ids.dims();
     let data = input_ids.clone().into_data().convert::<i64>();
-    let ids = data.as_slice::<i64>().map(|s| s.to_vec()).unwrap_or_default();
+    let ids = data
+        .as_slice::<i64>()
+        .map(|s| s.to_vec())
+        .unwrap_or_default();
     (0..b)
         .map(|r| {
             let row = &ids[r * l..(r + 1) * l];
@@ -120,7 +132,10 @@ pub fn eos_positions(input_ids: &Tensor<2, Int>, eos_token_id: i64) -> Vec<usize
 fn pool(last: Tensor<3>, input_ids: &Tensor<2, Int>, eos_token_id: i64) -> Tensor<2> {
     let device = last.device();
     let [b, _, d] = last.dims();
-    let pos: Vec<i64> = eos_positions(input_ids, eos_token_id).into_iter().map(|p| p as i64).collect();
+    let pos: Vec<i64> = eos_positions(input_ids, eos_token_id)
+        .into_iter()
+        .map(|p| p as i64)
+        .collect();
     let idx = Tensor::<1, Int>::from_data(TensorData::new(pos, [b]), &device)
         .reshape([b, 1, 1])
         .expand([b, 1, d]);

@@ -34,13 +34,26 @@ impl ClipTrainer {
     /// `model` must live on an autodiff device (`Device::flex().autodiff()`).
     pub fn new(model: ClipModel, lr: f64, weight_decay: f32) -> Self {
         let optim = AdamWConfig::new().with_weight_decay(weight_decay).init();
-        ClipTrainer { model: Some(model), optim, lr, steps: 0 }
+        ClipTrainer {
+            model: Some(model),
+            optim,
+            lr,
+            steps: 0,
+        }
     }
 
     /// Forward, symmetric contrastive loss, backward, optimizer step. Returns the loss.
     pub fn step(&mut self, batch: ClipBatch) -> f32 {
-        let model = self.model.take().expect("model is always present between steps");
-        let out = model.forward(batch.input_ids, batch.attention_mask, batch.pixel_values, false);
+        let model = self
+            .model
+            .take()
+            .expect("model is always present between steps");
+        let out = model.forward(
+            batch.input_ids,
+            batch.attention_mask,
+            batch.pixel_values,
+            false,
+        );
         let loss = contrastive_loss(out.logits_per_text);
         let value = loss.clone().into_scalar::<f32>();
         let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -50,7 +63,9 @@ impl ClipTrainer {
     }
 
     pub fn model(&self) -> &ClipModel {
-        self.model.as_ref().expect("model is always present between steps")
+        self.model
+            .as_ref()
+            .expect("model is always present between steps")
     }
 
     /// The trained model (still on the autodiff device; `.valid()` gives the inference copy).

@@ -46,11 +46,18 @@ impl ClipVisionTransformer {
         let d = cfg.hidden_size;
         ClipVisionTransformer {
             embeddings: ClipVisionEmbeddings {
-                class_embedding: Param::from_tensor(Tensor::random([d], Distribution::Normal(0.0, 0.02), device)),
-                patch_embedding: Conv2dConfig::new([cfg.num_channels, d], [cfg.patch_size, cfg.patch_size])
-                    .with_stride([cfg.patch_size, cfg.patch_size])
-                    .with_bias(false)
-                    .init(device),
+                class_embedding: Param::from_tensor(Tensor::random(
+                    [d],
+                    Distribution::Normal(0.0, 0.02),
+                    device,
+                )),
+                patch_embedding: Conv2dConfig::new(
+                    [cfg.num_channels, d],
+                    [cfg.patch_size, cfg.patch_size],
+                )
+                .with_stride([cfg.patch_size, cfg.patch_size])
+                .with_bias(false)
+                .init(device),
                 position_embedding: EmbeddingConfig::new(cfg.num_positions(), d).init(device),
             },
             pre_layrnorm: LayerNorm::new(d, cfg.layer_norm_eps, device),
@@ -73,15 +80,25 @@ impl ClipVisionTransformer {
         let patches = self.embeddings.patch_embedding.forward(pixel_values); // [B, D, h, w]
         let [b, d, h, w] = patches.dims();
         let patches = patches.reshape([b, d, h * w]).swap_dims(1, 2); // [B, N, D]
-        let cls = self.embeddings.class_embedding.val().reshape([1, 1, d]).expand([b, 1, d]);
+        let cls = self
+            .embeddings
+            .class_embedding
+            .val()
+            .reshape([1, 1, d])
+            .expand([b, 1, d]);
         let n = h * w + 1;
         let positions = Tensor::<1, Int>::arange(0..n as i64, &device).unsqueeze::<2>(); // [1, N+1]
-        let x = Tensor::cat(vec![cls, patches], 1) + self.embeddings.position_embedding.forward(positions);
+        let x = Tensor::cat(vec![cls, patches], 1)
+            + self.embeddings.position_embedding.forward(positions);
         let x = self.pre_layrnorm.forward(x);
         let (last, hidden_states) = self.encoder.forward(x, None, output_hidden_states);
         let cls_out = last.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);
         let pooled = self.post_layernorm.forward(cls_out);
-        ClipVisionOutput { last_hidden_state: last, pooler_output: pooled, hidden_states }
+        ClipVisionOutput {
+            last_hidden_state: last,
+            pooler_output: pooled,
+            hidden_states,
+        }
     }
 }
 
@@ -104,6 +121,9 @@ impl ClipVisionModelWithProjection {
     /// Returns `(image_embeds [B, P]` (not normalised), the tower outputs).
     pub fn forward(&self, pixel_values: Tensor<4>) -> (Tensor<2>, ClipVisionOutput) {
         let out = self.vision_model.forward(pixel_values, false);
-        (self.visual_projection.forward(out.pooler_output.clone()), out)
+        (
+            self.visual_projection.forward(out.pooler_output.clone()),
+            out,
+        )
     }
 }

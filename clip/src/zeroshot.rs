@@ -4,8 +4,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use unclip_tokenizer::ClipTokenizer;
 
-use crate::model::{ClipModel, l2_normalize};
 use crate::ClipError;
+use crate::model::{ClipModel, l2_normalize};
 
 /// Scores of every image against every text.
 #[derive(Debug, Clone)]
@@ -22,7 +22,9 @@ impl ZeroShot {
         self.logits
             .iter()
             .map(|row| {
-                row.iter().enumerate().fold(0, |b, (i, &v)| if v > row[b] { i } else { b })
+                row.iter()
+                    .enumerate()
+                    .fold(0, |b, (i, &v)| if v > row[b] { i } else { b })
             })
             .collect()
     }
@@ -52,7 +54,10 @@ impl ClipModel {
         let text = l2_normalize(self.text_features(input_ids, attention_mask));
         let logits = self.logits(image, text); // [B_img, B_txt]
         let probs = softmax(logits.clone(), 1);
-        ZeroShot { logits: rows(logits), probs: rows(probs) }
+        ZeroShot {
+            logits: rows(logits),
+            probs: rows(probs),
+        }
     }
 
     /// Tokenises `texts` and scores the images against them.
@@ -66,17 +71,25 @@ impl ClipModel {
     /// let scores = clip.zero_shot(&tok, pixels, &["a red circle", "a blue square"]).unwrap();
     /// println!("best label of image 0: {}", scores.best()[0]);
     /// ```
-    pub fn zero_shot(&self, tokenizer: &ClipTokenizer, pixel_values: Tensor<4>, texts: &[&str]) -> Result<ZeroShot, ClipError> {
+    pub fn zero_shot(
+        &self,
+        tokenizer: &ClipTokenizer,
+        pixel_values: Tensor<4>,
+        texts: &[&str],
+    ) -> Result<ZeroShot, ClipError> {
         if texts.is_empty() {
             return Err(ClipError::NoTexts);
         }
         let device = pixel_values.device();
         let enc = tokenizer
             .encode_batch(texts)
-            .map_err(|e| ClipError::BatchMismatch { message: e.to_string() })?;
+            .map_err(|e| ClipError::BatchMismatch {
+                message: e.to_string(),
+            })?;
         let shape = enc.shape();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(enc.flat_ids(), shape), &device);
-        let mask = Tensor::<2, Int>::from_data(TensorData::new(enc.flat_attention_mask(), shape), &device);
+        let mask =
+            Tensor::<2, Int>::from_data(TensorData::new(enc.flat_attention_mask(), shape), &device);
         Ok(self.zero_shot_ids(pixel_values, ids, Some(mask)))
     }
 }
@@ -84,6 +97,9 @@ impl ClipModel {
 fn rows(t: Tensor<2>) -> Vec<Vec<f32>> {
     let [n, m] = t.dims();
     let data = t.into_data().convert::<f32>();
-    let v = data.as_slice::<f32>().map(|s| s.to_vec()).unwrap_or_else(|_| vec![0.0; n * m]);
+    let v = data
+        .as_slice::<f32>()
+        .map(|s| s.to_vec())
+        .unwrap_or_else(|_| vec![0.0; n * m]);
     v.chunks(m.max(1)).map(|c| c.to_vec()).collect()
 }

@@ -4,7 +4,9 @@
 
 use unclip_clip::{ClipModel, ClipTextModelWithProjection};
 use unclip_nn::LoadError;
-use unclip_testkit::{HostData, Io, StoreDtype, assert_close, copy_model_dir_with, fixture_dir, temp_dir, test_device};
+use unclip_testkit::{
+    HostData, Io, StoreDtype, assert_close, copy_model_dir_with, fixture_dir, temp_dir, test_device,
+};
 
 const WEIGHTS: &str = "model.safetensors";
 
@@ -13,7 +15,8 @@ fn missing_tensor_is_named() {
     let src = fixture_dir("clip_tiny_quickgelu");
     let dst = temp_dir("clip-missing");
     copy_model_dir_with(&src, &dst, WEIGHTS, StoreDtype::F32, |t| {
-        t.remove("text_model.final_layer_norm.weight").expect("key exists");
+        t.remove("text_model.final_layer_norm.weight")
+            .expect("key exists");
     });
     match ClipModel::from_pretrained(&dst, &test_device()) {
         Err(LoadError::MissingTensors { keys, .. }) => {
@@ -32,7 +35,9 @@ fn unexpected_tensor_is_named() {
         t.insert("text_model.extra_bias".to_string(), extra);
     });
     match ClipModel::from_pretrained(&dst, &test_device()) {
-        Err(LoadError::UnusedTensors { keys, .. }) => assert_eq!(keys, vec!["text_model.extra_bias".to_string()]),
+        Err(LoadError::UnusedTensors { keys, .. }) => {
+            assert_eq!(keys, vec!["text_model.extra_bias".to_string()])
+        }
         other => panic!("expected UnusedTensors, got {other:?}"),
     }
 }
@@ -46,7 +51,10 @@ fn position_ids_buffer_is_ignored() {
         let n = t["text_model.embeddings.position_embedding.weight"].shape[0];
         t.insert(
             "text_model.embeddings.position_ids".to_string(),
-            unclip_testkit::HostTensor { shape: vec![1, n], data: HostData::I64((0..n as i64).collect()) },
+            unclip_testkit::HostTensor {
+                shape: vec![1, n],
+                data: HostData::I64((0..n as i64).collect()),
+            },
         );
     });
     ClipModel::from_pretrained(&dst, &test_device()).expect("position_ids is ignored");
@@ -66,7 +74,15 @@ fn misshaped_tensor_names_key_and_shapes() {
     });
     match ClipModel::from_pretrained(&dst, &test_device()) {
         Err(err @ LoadError::ShapeMismatch { .. }) => {
-            let LoadError::ShapeMismatch { key: k, expected, found, .. } = &err else { unreachable!() };
+            let LoadError::ShapeMismatch {
+                key: k,
+                expected,
+                found,
+                ..
+            } = &err
+            else {
+                unreachable!()
+            };
             assert_eq!(k, key);
             assert_eq!(expected, &original);
             assert_eq!(found, &vec![original.iter().product::<usize>()]);
@@ -80,11 +96,24 @@ fn misshaped_tensor_names_key_and_shapes() {
 #[test]
 fn missing_files_are_typed_errors() {
     let dst = temp_dir("clip-empty");
-    assert!(matches!(ClipModel::from_pretrained(&dst, &test_device()), Err(LoadError::Io { .. })));
-    std::fs::copy(fixture_dir("clip_tiny_quickgelu").join("config.json"), dst.join("config.json")).unwrap();
-    assert!(matches!(ClipModel::from_pretrained(&dst, &test_device()), Err(LoadError::NoCheckpoint { .. })));
+    assert!(matches!(
+        ClipModel::from_pretrained(&dst, &test_device()),
+        Err(LoadError::Io { .. })
+    ));
+    std::fs::copy(
+        fixture_dir("clip_tiny_quickgelu").join("config.json"),
+        dst.join("config.json"),
+    )
+    .unwrap();
+    assert!(matches!(
+        ClipModel::from_pretrained(&dst, &test_device()),
+        Err(LoadError::NoCheckpoint { .. })
+    ));
     std::fs::write(dst.join("config.json"), "{ not json").unwrap();
-    assert!(matches!(ClipModel::from_pretrained(&dst, &test_device()), Err(LoadError::Json { .. })));
+    assert!(matches!(
+        ClipModel::from_pretrained(&dst, &test_device()),
+        Err(LoadError::Json { .. })
+    ));
 }
 
 /// f16 and bf16 copies of the fixture checkpoint load (cast to f32) and reproduce the reference
@@ -97,12 +126,23 @@ fn half_precision_checkpoints_match_reference() {
     for (dtype, tol) in [(StoreDtype::F16, 1e-2), (StoreDtype::BF16, 6e-2)] {
         let dst = temp_dir("clip-half");
         copy_model_dir_with(&src, &dst, WEIGHTS, dtype, |_| {});
-        let text = ClipTextModelWithProjection::from_pretrained(&dst, &device).expect("load half checkpoint");
+        let text = ClipTextModelWithProjection::from_pretrained(&dst, &device)
+            .expect("load half checkpoint");
         let ids = io.get("input_ids").int::<2>(&device);
         let mask = io.get("attention_mask").int::<2>(&device);
         let (embeds, out) = text.forward(ids, Some(mask));
-        assert_close(&format!("{dtype:?} text.last_hidden_state"), out.last_hidden_state, io.get("text.last_hidden_state"), tol);
-        assert_close(&format!("{dtype:?} text_embeds_unnormalised"), embeds, io.get("text_embeds_unnormalised"), tol);
+        assert_close(
+            &format!("{dtype:?} text.last_hidden_state"),
+            out.last_hidden_state,
+            io.get("text.last_hidden_state"),
+            tol,
+        );
+        assert_close(
+            &format!("{dtype:?} text_embeds_unnormalised"),
+            embeds,
+            io.get("text_embeds_unnormalised"),
+            tol,
+        );
     }
 }
 
@@ -123,6 +163,16 @@ fn pytorch_bin_checkpoint_matches_reference() {
         io.get("pixel_values").float::<4>(&device),
         false,
     );
-    assert_close("bin text_embeds", out.text_embeds, io.get("text_embeds"), 1e-4);
-    assert_close("bin image_embeds", out.image_embeds, io.get("image_embeds"), 1e-4);
+    assert_close(
+        "bin text_embeds",
+        out.text_embeds,
+        io.get("text_embeds"),
+        1e-4,
+    );
+    assert_close(
+        "bin image_embeds",
+        out.image_embeds,
+        io.get("image_embeds"),
+        1e-4,
+    );
 }

@@ -18,11 +18,16 @@ fn contrastive_loss_falls() {
     .unwrap();
     let b = 6;
     // Text i: [i+1, ..., EOS]; image i: a distinct random pattern.
-    let ids: Vec<i64> = (0..b).flat_map(|i| vec![i as i64 + 1, 40 + i as i64, 63, 0, 0, 0, 0, 0]).collect();
+    let ids: Vec<i64> = (0..b)
+        .flat_map(|i| vec![i as i64 + 1, 40 + i as i64, 63, 0, 0, 0, 0, 0])
+        .collect();
     let mask: Vec<i64> = (0..b).flat_map(|_| vec![1, 1, 1, 0, 0, 0, 0, 0]).collect();
     let batch = ClipBatch {
         input_ids: Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 8]), &device),
-        attention_mask: Some(Tensor::<2, Int>::from_data(TensorData::new(mask, [b, 8]), &device)),
+        attention_mask: Some(Tensor::<2, Int>::from_data(
+            TensorData::new(mask, [b, 8]),
+            &device,
+        )),
         pixel_values: Tensor::random([b, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device),
     };
     let mut trainer = ClipTrainer::new(ClipModel::new(&cfg, &device), 3e-3, 0.0);
@@ -48,7 +53,12 @@ fn zero_shot_matches_reference_logits() {
         Some(io.get("attention_mask").int::<2>(&device)),
     );
     let flat: Vec<f32> = scores.logits.iter().flatten().copied().collect();
-    assert_close_slice("zero-shot logits", &flat, &io.get("logits_per_image").f32(), 1e-4);
+    assert_close_slice(
+        "zero-shot logits",
+        &flat,
+        &io.get("logits_per_image").f32(),
+        1e-4,
+    );
     for row in &scores.probs {
         assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
     }
@@ -56,7 +66,10 @@ fn zero_shot_matches_reference_logits() {
     let n = scores.logits[0].len();
     for (i, best) in scores.best().into_iter().enumerate() {
         let row = &reference[i * n..(i + 1) * n];
-        let expected = row.iter().enumerate().fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
+        let expected = row
+            .iter()
+            .enumerate()
+            .fold(0, |b, (j, &v)| if v > row[b] { j } else { b });
         assert_eq!(best, expected);
     }
 }

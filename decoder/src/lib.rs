@@ -28,7 +28,9 @@ pub use attention::{AddedKvAttention, CrossContext};
 pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
-pub use sampling::{DecoderRequest, GuidedDecoder, StepInfo, TextConditioning, no_progress, sample_decoder};
+pub use sampling::{
+    DecoderRequest, GuidedDecoder, StepInfo, TextConditioning, no_progress, sample_decoder,
+};
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};
 pub use train::{DecoderBatch, DecoderModels, DecoderTrainConfig, DecoderTrainer, StepLosses};
 pub use unet::UNet2DConditionModel;

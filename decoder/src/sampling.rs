@@ -137,14 +137,20 @@ impl<'a> GuidedDecoder<'a> {
                 if u.prompt_embeds.dims()[0] != text.prompt_embeds.dims()[0] {
                     return Err(DecoderError::shape(
                         "uncond_text.prompt_embeds",
-                        format!("[{}, E] (rows of text.prompt_embeds)", text.prompt_embeds.dims()[0]),
+                        format!(
+                            "[{}, E] (rows of text.prompt_embeds)",
+                            text.prompt_embeds.dims()[0]
+                        ),
                         &u.prompt_embeds.dims(),
                     ));
                 }
                 if u.hidden_states.dims()[1] != text.hidden_states.dims()[1] {
                     return Err(DecoderError::shape(
                         "uncond_text.hidden_states",
-                        format!("[B, {}, E] (length of text.hidden_states)", text.hidden_states.dims()[1]),
+                        format!(
+                            "[B, {}, E] (length of text.hidden_states)",
+                            text.hidden_states.dims()[1]
+                        ),
                         &u.hidden_states.dims(),
                     ));
                 }
@@ -180,7 +186,11 @@ impl<'a> GuidedDecoder<'a> {
     pub fn output(&self, x: Tensor<4>, t: usize) -> Result<Tensor<4>, DecoderError> {
         let device = x.device();
         let c = x.dims()[1];
-        let input = if self.guidance_scale.is_some() { cat2(x.clone(), x) } else { x };
+        let input = if self.guidance_scale.is_some() {
+            cat2(x.clone(), x)
+        } else {
+            x
+        };
         let ts = Tensor::<1>::from_floats([t as f32], &device);
         let out = self.unet.forward(
             input,
@@ -221,7 +231,14 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
-    let model = GuidedDecoder::new(unet, text_proj, image_embeddings, text, uncond_text, guidance_scale)?;
+    let model = GuidedDecoder::new(
+        unet,
+        text_proj,
+        image_embeddings,
+        text,
+        uncond_text,
+        guidance_scale,
+    )?;
 
     scheduler.set_timesteps(num_inference_steps)?;
     let c = unet.in_channels();

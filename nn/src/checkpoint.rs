@@ -30,7 +30,10 @@ pub struct KeyMap {
 
 impl KeyMap {
     /// The identity table.
-    pub const IDENTITY: KeyMap = KeyMap { renames: &[], ignored: &[] };
+    pub const IDENTITY: KeyMap = KeyMap {
+        renames: &[],
+        ignored: &[],
+    };
 }
 
 /// How float tensors are converted on load.
@@ -61,7 +64,11 @@ impl std::fmt::Debug for Checkpoint {
 /// File names tried, in order, by [`Checkpoint::open_dir`] for a stem such as `model` or
 /// `diffusion_pytorch_model`.
 pub fn candidate_files(stem: &str) -> Vec<String> {
-    vec![format!("{stem}.safetensors"), format!("{stem}.bin"), format!("pytorch_{stem}.bin")]
+    vec![
+        format!("{stem}.safetensors"),
+        format!("{stem}.bin"),
+        format!("pytorch_{stem}.bin"),
+    ]
 }
 
 impl Checkpoint {
@@ -74,20 +81,30 @@ impl Checkpoint {
     pub fn open(path: impl AsRef<Path>) -> Result<Self, LoadError> {
         let path = path.as_ref().to_path_buf();
         std::fs::metadata(&path).map_err(|e| LoadError::io(&path, e))?;
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or("")
+            .to_ascii_lowercase();
         let raw: BTreeMap<String, PackTensor> = match ext.as_str() {
             "safetensors" => {
                 let mut store = SafetensorsStore::from_file(&path);
                 store
                     .get_all_tensors()
-                    .map_err(|e| LoadError::Format { path: path.clone(), message: e.to_string() })?
+                    .map_err(|e| LoadError::Format {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?
                     .clone()
             }
             "bin" | "pt" | "pth" => {
                 let mut store = PytorchStore::from_file(&path);
                 store
                     .get_all_tensors()
-                    .map_err(|e| LoadError::Format { path: path.clone(), message: e.to_string() })?
+                    .map_err(|e| LoadError::Format {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?
                     .clone()
             }
             other => {
@@ -105,10 +122,18 @@ impl Checkpoint {
             source_dtypes.insert(key.clone(), t.dtype);
             // Floats are cast to f32 now; other tensors (int buffers such as `position_ids`) are
             // kept as they are, for the key map to ignore; applying one to a weight is an error.
-            let t = if is_float(t.dtype) { to_f32(&path, t)? } else { t };
+            let t = if is_float(t.dtype) {
+                to_f32(&path, t)?
+            } else {
+                t
+            };
             tensors.insert(key, t);
         }
-        Ok(Checkpoint { path, tensors, source_dtypes })
+        Ok(Checkpoint {
+            path,
+            tensors,
+            source_dtypes,
+        })
     }
 
     /// Opens the first existing file among [`candidate_files`] of `stem` in `dir`.
@@ -121,7 +146,10 @@ impl Checkpoint {
                 return Self::open(p);
             }
         }
-        Err(LoadError::NoCheckpoint { dir: dir.to_path_buf(), candidates })
+        Err(LoadError::NoCheckpoint {
+            dir: dir.to_path_buf(),
+            candidates,
+        })
     }
 
     /// The file this checkpoint came from.
@@ -148,7 +176,12 @@ impl Checkpoint {
     pub fn values(&self, key: &str) -> Option<Vec<f32>> {
         let t = self.tensors.get(key)?;
         let bytes = t.to_bytes().ok()?;
-        Some(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Some(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        )
     }
 
     /// Keeps only keys starting with `prefix` and strips it (e.g. `text_model.` from a full
@@ -179,8 +212,12 @@ impl Checkpoint {
             path: self.path.clone(),
             message: format!("invalid key-map pattern: {e}"),
         };
-        let ignored: Vec<Regex> =
-            map.ignored.iter().map(|p| Regex::new(p)).collect::<Result<_, _>>().map_err(bad)?;
+        let ignored: Vec<Regex> = map
+            .ignored
+            .iter()
+            .map(|p| Regex::new(p))
+            .collect::<Result<_, _>>()
+            .map_err(bad)?;
         let renames: Vec<(Regex, &str)> = map
             .renames
             .iter()
@@ -210,19 +247,30 @@ impl Checkpoint {
     pub fn load_into<M: Module + ModuleSnapshot>(self, mut module: M) -> Result<M, LoadError> {
         let path = self.path.clone();
         if let Some(t) = self.tensors.values().find(|t| t.dtype != DType::F32) {
-            return Err(LoadError::UnsupportedDtype { path, key: t.name.clone(), dtype: format!("{:?}", t.dtype) });
+            return Err(LoadError::UnsupportedDtype {
+                path,
+                key: t.name.clone(),
+                dtype: format!("{:?}", t.dtype),
+            });
         }
         let tensors: Vec<PackTensor> = self.tensors.into_values().collect();
         let result = module.apply(tensors, None, None, false);
         if let Some(err) = result.errors.first() {
             return Err(match err {
-                ApplyError::ShapeMismatch { path: key, expected, found } => LoadError::ShapeMismatch {
+                ApplyError::ShapeMismatch {
+                    path: key,
+                    expected,
+                    found,
+                } => LoadError::ShapeMismatch {
                     path,
                     key: key.clone(),
                     expected: expected.to_vec(),
                     found: found.to_vec(),
                 },
-                other => LoadError::Apply { path, message: other.to_string() },
+                other => LoadError::Apply {
+                    path,
+                    message: other.to_string(),
+                },
             });
         }
         if !result.missing.is_empty() {
@@ -232,38 +280,50 @@ impl Checkpoint {
             });
         }
         if !result.unused.is_empty() {
-            return Err(LoadError::UnusedTensors { path, keys: result.unused.clone() });
+            return Err(LoadError::UnusedTensors {
+                path,
+                keys: result.unused.clone(),
+            });
         }
         Ok(module)
     }
 }
 
 fn is_float(d: DType) -> bool {
-    matches!(d, DType::F32 | DType::Flex32 | DType::F64 | DType::F16 | DType::BF16)
+    matches!(
+        d,
+        DType::F32 | DType::Flex32 | DType::F64 | DType::F16 | DType::BF16
+    )
 }
 
 /// Converts a stored tensor to f32 (rank-0 tensors become rank 1, burn's smallest rank).
 fn to_f32(path: &Path, t: PackTensor) -> Result<PackTensor, LoadError> {
-    let (name, dtype, shape, _, bytes) = t
-        .into_parts()
-        .map_err(|e| LoadError::Format { path: path.to_path_buf(), message: e.to_string() })?;
+    let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| LoadError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut dims = shape.to_vec();
     if dims.is_empty() {
         dims.push(1);
     }
     let b: &[u8] = &bytes;
     let values: Vec<f32> = match dtype {
-        DType::F32 | DType::Flex32 => {
-            b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
-        }
+        DType::F32 | DType::Flex32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
         DType::F64 => b
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
             .collect(),
-        DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        DType::BF16 => {
-            b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect()
-        }
+        DType::F16 => b
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        DType::BF16 => b
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
         other => {
             return Err(LoadError::UnsupportedDtype {
                 path: path.to_path_buf(),
@@ -273,21 +333,35 @@ fn to_f32(path: &Path, t: PackTensor) -> Result<PackTensor, LoadError> {
         }
     };
     let data = TensorData::new(values, dims.clone());
-    Ok(PackTensor::new(name, DType::F32, dims, None, data.into_bytes()))
+    Ok(PackTensor::new(
+        name,
+        DType::F32,
+        dims,
+        None,
+        data.into_bytes(),
+    ))
 }
 
 /// Saves a module's parameters as a safetensors file (f32), atomically. Keys are the module's
 /// paths, which unclip's modules name after the checkpoint layout, so the file loads back through
 /// the same [`Checkpoint`] path (with the identity key map).
-pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: impl AsRef<Path>) -> Result<(), LoadError> {
+pub fn save_safetensors<M: Module + ModuleSnapshot>(
+    module: &M,
+    path: impl AsRef<Path>,
+) -> Result<(), LoadError> {
     let path = path.as_ref();
-    let werr = |m: String| LoadError::Write { path: path.to_path_buf(), message: m };
+    let werr = |m: String| LoadError::Write {
+        path: path.to_path_buf(),
+        message: m,
+    };
     let tensors = module.collect(None, None, false);
     let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
     for t in tensors {
         let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
         if dtype != DType::F32 {
-            return Err(werr(format!("tensor {name} has dtype {dtype:?}; only f32 is saved")));
+            return Err(werr(format!(
+                "tensor {name} has dtype {dtype:?}; only f32 is saved"
+            )));
         }
         owned.push((name, shape.to_vec(), bytes.to_vec()));
     }
@@ -305,7 +379,10 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(module: &M, path: impl AsRef
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same folder, then a rename.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), LoadError> {
-    let werr = |m: String| LoadError::Write { path: path.to_path_buf(), message: m };
+    let werr = |m: String| LoadError::Write {
+        path: path.to_path_buf(),
+        message: m,
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| werr(e.to_string()))?;
     }

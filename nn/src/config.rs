@@ -15,13 +15,18 @@ use crate::LoadError;
 pub fn read_json<T: DeserializeOwned>(path: impl AsRef<Path>) -> Result<T, LoadError> {
     let path = path.as_ref();
     let text = std::fs::read_to_string(path).map_err(|e| LoadError::io(path, e))?;
-    serde_json::from_str(&text).map_err(|source| LoadError::Json { path: path.to_path_buf(), source })
+    serde_json::from_str(&text).map_err(|source| LoadError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Writes a serialisable value as pretty JSON, atomically (temporary file + rename).
 pub fn write_json<T: serde::Serialize>(path: impl AsRef<Path>, value: &T) -> Result<(), LoadError> {
     let path = path.as_ref();
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| LoadError::Write { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| LoadError::Write {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     crate::atomic_write(path, text.as_bytes())
 }

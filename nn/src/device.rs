@@ -21,7 +21,10 @@ pub fn parse_device(name: &str) -> Result<Device, UnknownDevice> {
         "wgpu" | "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "wgpu")]
         "wgpu-cpu" | "lavapipe" => Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
-        other => Err(UnknownDevice { name: other.to_string(), available: available_devices() }),
+        other => Err(UnknownDevice {
+            name: other.to_string(),
+            available: available_devices(),
+        }),
     }
 }
 
@@ -43,7 +46,9 @@ pub fn available_devices() -> Vec<&'static str> {
 
 /// A device name this build does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown device `{name}`; this build supports {available:?} (enable the cargo feature of the backend you want)")]
+#[error(
+    "unknown device `{name}`; this build supports {available:?} (enable the cargo feature of the backend you want)"
+)]
 pub struct UnknownDevice {
     pub name: String,
     pub available: Vec<&'static str>,

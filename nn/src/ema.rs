@@ -49,5 +49,8 @@ impl ModuleMapper for Blend {
 pub fn ema_update<M: Module>(ema: M, model: &M, decay: f64) -> M {
     let mut gather = Gather(Vec::new());
     model.visit(&mut gather);
-    ema.map(&mut Blend { src: gather.0.into_iter(), decay })
+    ema.map(&mut Blend {
+        src: gather.0.into_iter(),
+        decay,
+    })
 }

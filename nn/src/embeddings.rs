@@ -14,16 +14,27 @@ use crate::{Activation, Linear};
 ///
 /// `timesteps [B]` -> `[B, dim]` (`[cos, sin]` when flipped, else `[sin, cos]`; zero-padded when
 /// `dim` is odd).
-pub fn timestep_embedding(timesteps: Tensor<1>, dim: usize, flip_sin_to_cos: bool, downscale_freq_shift: f64) -> Tensor<2> {
+pub fn timestep_embedding(
+    timesteps: Tensor<1>,
+    dim: usize,
+    flip_sin_to_cos: bool,
+    downscale_freq_shift: f64,
+) -> Tensor<2> {
     let device = timesteps.device();
     let half = dim / 2;
     let neg_log = -(10000f64.ln()) as f32;
     let denom = (half as f64 - downscale_freq_shift) as f32;
-    let freqs: Vec<f32> = (0..half).map(|i| ((neg_log * i as f32) / denom).exp()).collect();
+    let freqs: Vec<f32> = (0..half)
+        .map(|i| ((neg_log * i as f32) / denom).exp())
+        .collect();
     let freqs = Tensor::<1>::from_data(TensorData::new(freqs, [half]), &device).unsqueeze::<2>(); // [1, half]
     let args = timesteps.unsqueeze_dim::<2>(1) * freqs; // [B, half]
     let (s, c) = (args.clone().sin(), args.cos());
-    let emb = if flip_sin_to_cos { Tensor::cat(vec![c, s], 1) } else { Tensor::cat(vec![s, c], 1) };
+    let emb = if flip_sin_to_cos {
+        Tensor::cat(vec![c, s], 1)
+    } else {
+        Tensor::cat(vec![s, c], 1)
+    };
     if dim % 2 == 1 {
         let b = emb.dims()[0];
         Tensor::cat(vec![emb, Tensor::zeros([b, 1], &device)], 1)
@@ -69,7 +80,9 @@ impl TimestepEmbedding {
 
     /// `[B, d_in] -> [B, d_out]`
     pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let h = self.linear_2.forward(self.act.forward(self.linear_1.forward(x)));
+        let h = self
+            .linear_2
+            .forward(self.act.forward(self.linear_1.forward(x)));
         match self.post_act {
             Some(a) => a.forward(h),
             None => h,

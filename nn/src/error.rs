@@ -20,11 +20,23 @@ pub enum LoadError {
     #[error("{path}: not a readable checkpoint: {message}")]
     Format { path: PathBuf, message: String },
     #[error("no checkpoint in {dir}: looked for {candidates:?}")]
-    NoCheckpoint { dir: PathBuf, candidates: Vec<String> },
+    NoCheckpoint {
+        dir: PathBuf,
+        candidates: Vec<String>,
+    },
     #[error("{path}: tensor `{key}` has dtype {dtype}, which cannot be loaded as a float weight")]
-    UnsupportedDtype { path: PathBuf, key: String, dtype: String },
+    UnsupportedDtype {
+        path: PathBuf,
+        key: String,
+        dtype: String,
+    },
     #[error("{path}: tensor `{key}` has shape {found:?} but the model expects {expected:?}")]
-    ShapeMismatch { path: PathBuf, key: String, expected: Vec<usize>, found: Vec<usize> },
+    ShapeMismatch {
+        path: PathBuf,
+        key: String,
+        expected: Vec<usize>,
+        found: Vec<usize>,
+    },
     #[error("{path}: the model needs tensors the checkpoint lacks: {keys:?}")]
     MissingTensors { path: PathBuf, keys: Vec<String> },
     #[error("{path}: the checkpoint has tensors the model does not use: {keys:?}")]
@@ -39,6 +51,9 @@ pub enum LoadError {
 
 impl LoadError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        LoadError::Io { path: path.into(), source }
+        LoadError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

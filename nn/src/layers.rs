@@ -6,8 +6,8 @@
 //!   (`weight [out, in, kh, kw]`, `bias`; `weight [n, d]`) already match torch.
 
 use burn::module::{Module, Param};
-use burn::tensor::{Distribution, Tensor};
 use burn::tensor::Device;
+use burn::tensor::{Distribution, Tensor};
 
 /// `y = x W^T + b` with `W: [out, in]` as torch stores it.
 #[derive(Module, Debug)]
@@ -30,9 +30,18 @@ impl Linear {
     /// ```
     pub fn new(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Self {
         let k = 1.0 / (d_in.max(1) as f64).sqrt();
-        let weight = Param::from_tensor(Tensor::random([d_out, d_in], Distribution::Uniform(-k, k), device));
-        let bias = bias
-            .then(|| Param::from_tensor(Tensor::random([d_out], Distribution::Uniform(-k, k), device)));
+        let weight = Param::from_tensor(Tensor::random(
+            [d_out, d_in],
+            Distribution::Uniform(-k, k),
+            device,
+        ));
+        let bias = bias.then(|| {
+            Param::from_tensor(Tensor::random(
+                [d_out],
+                Distribution::Uniform(-k, k),
+                device,
+            ))
+        });
         Linear { weight, bias }
     }
 

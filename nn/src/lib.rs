@@ -18,14 +18,16 @@ mod resample;
 
 pub use activation::Activation;
 pub use attention::{MASK_MIN, merge_heads, scaled_dot_product, split_heads};
-pub use checkpoint::{Checkpoint, KeyMap, LoadPrecision, atomic_write, candidate_files, save_safetensors};
+pub use checkpoint::{
+    Checkpoint, KeyMap, LoadPrecision, atomic_write, candidate_files, save_safetensors,
+};
 pub use config::{read_json, write_json};
-pub use ema::ema_update;
 pub use device::{UnknownDevice, available_devices, parse_device};
+pub use ema::ema_update;
 pub use embeddings::{TimestepEmbedding, timestep_embedding, timesteps_tensor};
 pub use error::LoadError;
 pub use layers::{GroupNorm, LayerNorm, Linear};
 pub use resample::{
-    ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil, resize_aa_u8_torch,
-    resize_bicubic_antialias,
+    ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil,
+    resize_aa_u8_torch, resize_bicubic_antialias,
 };

@@ -74,16 +74,20 @@ pub fn aa_cubic_windows<T: ResampleFloat>(in_size: usize, out_size: usize) -> Ve
     }
     let scale = T::of(in_size as f64) / T::of(out_size as f64);
     let one = T::of(1.0);
-    let (support, invscale) =
-        if scale >= one { (T::of(2.0) * scale, one / scale) } else { (T::of(2.0), one) };
+    let (support, invscale) = if scale >= one {
+        (T::of(2.0) * scale, one / scale)
+    } else {
+        (T::of(2.0), one)
+    };
     let half = T::of(0.5);
     (0..out_size)
         .map(|i| {
             let center = scale * (T::of(i as f64) + half);
             let xmin = (center - support + half).trunc_i64().max(0) as usize;
             let xmax = ((center + support + half).trunc_i64().max(0) as usize).min(in_size);
-            let mut w: Vec<T> =
-                (xmin..xmax).map(|j| cubic((T::of(j as f64) - center + half) * invscale)).collect();
+            let mut w: Vec<T> = (xmin..xmax)
+                .map(|j| cubic((T::of(j as f64) - center + half) * invscale))
+                .collect();
             let total: T = w.iter().copied().sum();
             if total != T::of(0.0) {
                 for v in &mut w {
@@ -104,7 +108,10 @@ pub fn aa_cubic_weights(in_size: usize, out_size: usize) -> Vec<(usize, Vec<f64>
 /// (rows sum to 1).
 pub fn bicubic_aa_weights(input: usize, output: usize) -> Vec<f32> {
     let mut m = vec![0f32; output * input];
-    for (i, (x0, w)) in aa_cubic_windows::<f32>(input, output).into_iter().enumerate() {
+    for (i, (x0, w)) in aa_cubic_windows::<f32>(input, output)
+        .into_iter()
+        .enumerate()
+    {
         m[i * input + x0..i * input + x0 + w.len()].copy_from_slice(&w);
     }
     m
@@ -118,13 +125,15 @@ pub fn resize_bicubic_antialias(x: Tensor<4>, out_hw: [usize; 2]) -> Tensor<4> {
     let device: Device = x.device();
     let [oh, ow] = out_hw;
     let x = if ow != w {
-        let ww = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(w, ow), [ow, w]), &device);
+        let ww =
+            Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(w, ow), [ow, w]), &device);
         x.matmul(ww.transpose().unsqueeze::<4>()) // [B, C, H, W] x [1, 1, W, OW] -> [B, C, H, OW]
     } else {
         x
     };
     if oh != h {
-        let wh = Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(h, oh), [oh, h]), &device);
+        let wh =
+            Tensor::<2>::from_data(TensorData::new(bicubic_aa_weights(h, oh), [oh, h]), &device);
         wh.unsqueeze::<4>().matmul(x) // [1, 1, OH, H] x [B, C, H, OW] -> [B, C, OH, OW]
     } else {
         x
@@ -155,7 +164,14 @@ fn clip8(v: i64) -> u8 {
 /// Resizes interleaved `[H, W, C]` uint8 pixels to `[out_h, out_w, C]` exactly as PIL's
 /// `Image.resize(..., BICUBIC)` (fixed-point weights, horizontal pass to a uint8 intermediate,
 /// then the vertical pass).
-pub fn resize_aa_u8_pil(data: &[u8], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+pub fn resize_aa_u8_pil(
+    data: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<u8> {
     let half = 1i64 << (PRECISION_BITS - 1);
     let tmp = if out_w != w {
         let kx = fixed_weights(&aa_cubic_weights(w, out_w));
@@ -199,9 +215,19 @@ pub fn resize_aa_u8_pil(data: &[u8], h: usize, w: usize, c: usize, out_h: usize,
 /// what transformers 5's CLIPImageProcessor uses): int16 weights whose precision is the largest
 /// that keeps the biggest weight below 2^15, horizontal pass to a uint8 intermediate, then the
 /// vertical pass.
-pub fn resize_aa_u8_torch(data: &[u8], h: usize, w: usize, c: usize, out_h: usize, out_w: usize) -> Vec<u8> {
+pub fn resize_aa_u8_torch(
+    data: &[u8],
+    h: usize,
+    w: usize,
+    c: usize,
+    out_h: usize,
+    out_w: usize,
+) -> Vec<u8> {
     fn int16_weights(ws: &[(usize, Vec<f64>)]) -> (Vec<(usize, Vec<i64>)>, u32) {
-        let w_max = ws.iter().flat_map(|(_, w)| w.iter().copied()).fold(0f64, f64::max);
+        let w_max = ws
+            .iter()
+            .flat_map(|(_, w)| w.iter().copied())
+            .fold(0f64, f64::max);
         let mut precision = 0u32;
         while precision < 22 {
             let next = (0.5 + w_max * (1u64 << (precision + 1)) as f64) as i64;
@@ -291,7 +317,15 @@ mod tests {
     #[test]
     fn constant_image_stays_constant() {
         let px = vec![77u8; 9 * 11 * 3];
-        assert!(resize_aa_u8_pil(&px, 9, 11, 3, 4, 5).iter().all(|&v| v == 77));
-        assert!(resize_aa_u8_torch(&px, 9, 11, 3, 20, 5).iter().all(|&v| v == 77));
+        assert!(
+            resize_aa_u8_pil(&px, 9, 11, 3, 4, 5)
+                .iter()
+                .all(|&v| v == 77)
+        );
+        assert!(
+            resize_aa_u8_torch(&px, 9, 11, 3, 20, 5)
+                .iter()
+                .all(|&v| v == 77)
+        );
     }
 }

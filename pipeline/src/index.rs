@@ -24,7 +24,10 @@ impl ModelIndex {
         let class_name = obj
             .get("_class_name")
             .and_then(|c| c.as_str())
-            .ok_or_else(|| UnclipError::ModelIndex { path: path.clone(), message: "no `_class_name`".into() })?
+            .ok_or_else(|| UnclipError::ModelIndex {
+                path: path.clone(),
+                message: "no `_class_name`".into(),
+            })?
             .to_string();
         let mut components = BTreeMap::new();
         for (k, v) in obj {
@@ -46,7 +49,10 @@ impl ModelIndex {
                 }
             }
         }
-        Ok(ModelIndex { class_name, components })
+        Ok(ModelIndex {
+            class_name,
+            components,
+        })
     }
 
     pub fn has(&self, name: &str) -> bool {

@@ -23,7 +23,9 @@ mod progress;
 
 pub use error::UnclipError;
 pub use index::ModelIndex;
-pub use pipeline::{EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, slerp};
+pub use pipeline::{
+    EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, slerp,
+};
 pub use progress::{Control, Progress, ProgressFn, Stage};
 
 pub use burn;

@@ -11,9 +11,8 @@ use unclip_clip::{
     ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection, Rgb8,
 };
 use unclip_decoder::{
-    GuidedDecoder,
-    DecoderError, DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
-    sample_decoder,
+    DecoderError, DecoderRequest, GuidedDecoder, TextConditioning, UNet2DConditionModel,
+    UnCLIPTextProjModel, sample_decoder,
 };
 use unclip_diffusion::{NoiseSource, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
@@ -646,7 +645,10 @@ impl UnclipPipeline {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Generation, UnclipError> {
         if !(strength > 0.0 && strength <= 1.0) {
-            return Err(UnclipError::InvalidSetting { name: "strength", message: format!("{strength} is not in (0, 1]") });
+            return Err(UnclipError::InvalidSetting {
+                name: "strength",
+                message: format!("{strength} is not in (0, 1]"),
+            });
         }
         let emb = self.encode_images(std::slice::from_ref(image))?; // [1, E]
         let x0 = self.decoder_input(image)?; // [1, 3, S, S]
@@ -672,27 +674,44 @@ impl UnclipPipeline {
         let mut x = x_t;
         for (i, &t) in sub.iter().enumerate() {
             let prev = sub.get(i + 1).copied();
-            let out = model.output(x.clone(), t).map_err(|e| stage_error(e, Stage::Decoder))?;
-            x = scheduler.ddim_step(out, t, x, prev, eta, noise)?.prev_sample;
-            if let std::ops::ControlFlow::Break(()) = report(progress, Stage::Decoder, i, sub.len(), t) {
-                return Err(UnclipError::Cancelled { stage: Stage::Decoder });
+            let out = model
+                .output(x.clone(), t)
+                .map_err(|e| stage_error(e, Stage::Decoder))?;
+            x = scheduler
+                .ddim_step(out, t, x, prev, eta, noise)?
+                .prev_sample;
+            if let std::ops::ControlFlow::Break(()) =
+                report(progress, Stage::Decoder, i, sub.len(), t)
+            {
+                return Err(UnclipError::Cancelled {
+                    stage: Stage::Decoder,
+                });
             }
         }
         let image_small = x.clamp(-1.0, 1.0);
         let images = self.super_resolve(image_small.clone(), None, noise, progress)?;
-        Ok(Generation { images, image_embeddings: emb, image_small })
+        Ok(Generation {
+            images,
+            image_embeddings: emb,
+            image_small,
+        })
     }
 
     /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
     /// sample size, `[-1, 1]`, `[1, 3, S, S]`.
     pub fn decoder_input(&self, image: &RgbImage) -> Result<Tensor<4>, UnclipError> {
-        let s = self.decoder.config.sample_size.map(|s| s.hw()[0]).ok_or(UnclipError::InvalidSetting {
-            name: "decoder.sample_size",
-            message: "the decoder config has no sample_size".into(),
-        })?;
+        let s = self.decoder.config.sample_size.map(|s| s.hw()[0]).ok_or(
+            UnclipError::InvalidSetting {
+                name: "decoder.sample_size",
+                message: "the decoder config has no sample_size".into(),
+            },
+        )?;
         let (w, h) = (image.width() as usize, image.height() as usize);
         if w == 0 || h == 0 {
-            return Err(UnclipError::InvalidSetting { name: "image", message: "empty image".into() });
+            return Err(UnclipError::InvalidSetting {
+                name: "image",
+                message: "empty image".into(),
+            });
         }
         let side = w.min(h);
         let (x0, y0) = ((w - side) / 2, (h - side) / 2);
@@ -708,7 +727,10 @@ impl UnclipPipeline {
                 planar[c * s * s + i] = chunk[c] as f32 / 127.5 - 1.0;
             }
         }
-        Ok(Tensor::from_data(TensorData::new(planar, [1, 3, s, s]), &self.device))
+        Ok(Tensor::from_data(
+            TensorData::new(planar, [1, 3, s, s]),
+            &self.device,
+        ))
     }
 
     /// Variations of images: CLIP image embedding -> decoder -> upsamplers, from fresh noise (as

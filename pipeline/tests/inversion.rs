@@ -2,8 +2,8 @@
 //! random variation fixture: the plumbing (crop, resize, [-1, 1], inversion direction) is checked
 //! by reconstructing the input at a low strength, determinism at eta = 0, and argument errors.
 
-use unclip::{Control, UnclipBuilder};
 use unclip::diffusion::SeededNoise;
+use unclip::{Control, UnclipBuilder};
 use unclip_testkit::{fixture_dir, test_device, to_vec};
 
 #[test]
@@ -21,7 +21,9 @@ fn inversion_reconstructs_at_low_strength_and_is_deterministic() {
     let mut errors = Vec::new();
     for strength in [0.04f32, 1.0] {
         let mut noise = SeededNoise::new(1);
-        let out = pipe.variation_from_inversion(&img, strength, 0.0, &mut noise, &mut |_| Control::Continue).unwrap();
+        let out = pipe
+            .variation_from_inversion(&img, strength, 0.0, &mut noise, &mut |_| Control::Continue)
+            .unwrap();
         let rec = to_vec(out.image_small.clone());
         assert_eq!(rec.len(), x0.len());
         assert!(rec.iter().all(|v| v.is_finite()));
@@ -30,24 +32,43 @@ fn inversion_reconstructs_at_low_strength_and_is_deterministic() {
         errors.push(mae);
         // eta = 0 is deterministic.
         let mut noise = SeededNoise::new(2);
-        let again = pipe.variation_from_inversion(&img, strength, 0.0, &mut noise, &mut |_| Control::Continue).unwrap();
+        let again = pipe
+            .variation_from_inversion(&img, strength, 0.0, &mut noise, &mut |_| Control::Continue)
+            .unwrap();
         assert_eq!(to_vec(again.image_small), rec);
         let [b, c, h, w] = out.images.dims();
         assert_eq!([b, c], [1, 3]);
         assert!(h > pipe.decoder_input(&img).unwrap().dims()[2] && w == h);
     }
     // One step from t = 0: the input comes back almost exactly.
-    assert!(errors[0] < 0.02, "low-strength reconstruction error {}", errors[0]);
+    assert!(
+        errors[0] < 0.02,
+        "low-strength reconstruction error {}",
+        errors[0]
+    );
 }
 
 #[test]
 fn bad_strength_is_an_error() {
     let dir = fixture_dir("unclip_variation_tiny");
-    let pipe = UnclipBuilder::new().device(test_device()).from_pretrained(&dir).build().unwrap();
+    let pipe = UnclipBuilder::new()
+        .device(test_device())
+        .from_pretrained(&dir)
+        .build()
+        .unwrap();
     let img = image::open(dir.join("input.png")).unwrap().to_rgb8();
     let mut noise = SeededNoise::new(0);
     for s in [0.0f32, -1.0, 1.5, f32::NAN] {
         let r = pipe.variation_from_inversion(&img, s, 0.0, &mut noise, &mut |_| Control::Continue);
-        assert!(matches!(r, Err(unclip::UnclipError::InvalidSetting { name: "strength", .. })), "{s}");
+        assert!(
+            matches!(
+                r,
+                Err(unclip::UnclipError::InvalidSetting {
+                    name: "strength",
+                    ..
+                })
+            ),
+            "{s}"
+        );
     }
 }

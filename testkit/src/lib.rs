@@ -79,13 +79,23 @@ impl HostTensor {
 
     /// A float tensor on `device`; `D` must equal the stored rank.
     pub fn float<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        assert_eq!(self.shape.len(), D, "rank mismatch: stored shape {:?}", self.shape);
+        assert_eq!(
+            self.shape.len(),
+            D,
+            "rank mismatch: stored shape {:?}",
+            self.shape
+        );
         Tensor::from_data(TensorData::new(self.f32(), self.shape.clone()), device)
     }
 
     /// An int tensor on `device`.
     pub fn int<const D: usize>(&self, device: &Device) -> Tensor<D, Int> {
-        assert_eq!(self.shape.len(), D, "rank mismatch: stored shape {:?}", self.shape);
+        assert_eq!(
+            self.shape.len(),
+            D,
+            "rank mismatch: stored shape {:?}",
+            self.shape
+        );
         Tensor::from_data(TensorData::new(self.i64(), self.shape.clone()), device)
     }
 }
@@ -141,11 +151,17 @@ impl Io {
                         .collect(),
                 ),
                 Dtype::BOOL | Dtype::U8 => HostData::I64(raw.iter().map(|&b| b as i64).collect()),
-                other => panic!("{}: tensor {name} has unsupported dtype {other:?}", path.display()),
+                other => panic!(
+                    "{}: tensor {name} has unsupported dtype {other:?}",
+                    path.display()
+                ),
             };
             tensors.insert(name, HostTensor { shape, data });
         }
-        Io { path: path.to_path_buf(), tensors }
+        Io {
+            path: path.to_path_buf(),
+            tensors,
+        }
     }
 
     /// `<dir>/io.safetensors`.
@@ -166,7 +182,11 @@ impl Io {
 
     /// Names starting with `prefix`, sorted.
     pub fn names_with_prefix(&self, prefix: &str) -> Vec<String> {
-        self.tensors.keys().filter(|k| k.starts_with(prefix)).cloned().collect()
+        self.tensors
+            .keys()
+            .filter(|k| k.starts_with(prefix))
+            .cloned()
+            .collect()
     }
 }
 
@@ -231,7 +251,13 @@ pub fn compare(name: &str, actual: &[f32], expected: &[f32]) -> Report {
         }
         ref_max = ref_max.max(e.abs());
     }
-    Report { name: name.to_string(), max_abs, at, max_rel, ref_max }
+    Report {
+        name: name.to_string(),
+        max_abs,
+        at,
+        max_rel,
+        ref_max,
+    }
 }
 
 /// Asserts `actual` matches the reference `expected` within `tol` scaled by max(1, max|ref|),
@@ -243,7 +269,11 @@ pub fn assert_close<const D: usize>(
     tol: f32,
 ) -> Report {
     let shape = actual.dims().to_vec();
-    assert_eq!(shape, expected.shape, "{name}: shape {:?} vs reference {:?}", shape, expected.shape);
+    assert_eq!(
+        shape, expected.shape,
+        "{name}: shape {:?} vs reference {:?}",
+        shape, expected.shape
+    );
     let data = actual.into_data().convert::<f32>();
     let values = data.as_slice::<f32>().expect("f32 data").to_vec();
     assert_close_slice(name, &values, &expected.f32(), tol)
@@ -262,7 +292,11 @@ pub fn assert_close_slice(name: &str, actual: &[f32], expected: &[f32], tol: f32
 
 /// Values of a float tensor on the host.
 pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-    t.into_data().convert::<f32>().as_slice::<f32>().expect("f32 data").to_vec()
+    t.into_data()
+        .convert::<f32>()
+        .as_slice::<f32>()
+        .expect("f32 data")
+        .to_vec()
 }
 
 /// The device tests run on: `UNCLIP_DEVICE` (`flex` default; `ndarray`, `wgpu`, `wgpu-cpu` when

@@ -18,24 +18,37 @@ pub fn write_safetensors(tensors: &BTreeMap<String, HostTensor>, dtype: StoreDty
     let mut owned: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in tensors {
         let (dt, bytes) = match (&t.data, dtype) {
-            (HostData::I64(v), _) => (safetensors::Dtype::I64, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            (HostData::F32(v), StoreDtype::F32) => {
-                (safetensors::Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
-            }
+            (HostData::I64(v), _) => (
+                safetensors::Dtype::I64,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
+            (HostData::F32(v), StoreDtype::F32) => (
+                safetensors::Dtype::F32,
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            ),
             (HostData::F32(v), StoreDtype::F16) => (
                 safetensors::Dtype::F16,
-                v.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect(),
+                v.iter()
+                    .flat_map(|x| half::f16::from_f32(*x).to_le_bytes())
+                    .collect(),
             ),
             (HostData::F32(v), StoreDtype::BF16) => (
                 safetensors::Dtype::BF16,
-                v.iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect(),
+                v.iter()
+                    .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
+                    .collect(),
             ),
         };
         owned.push((name.clone(), dt, t.shape.clone(), bytes));
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
         .iter()
-        .map(|(n, dt, s, b)| (n.clone(), safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("view")))
+        .map(|(n, dt, s, b)| {
+            (
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, s.clone(), b).expect("view"),
+            )
+        })
         .collect();
     let bytes = safetensors::serialize(views, None).expect("serialize safetensors");
     if let Some(dir) = path.parent() {

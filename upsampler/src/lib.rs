@@ -17,5 +17,5 @@ pub use degrade::{BsrConfig, LowResAugmentation};
 pub use resample::{bicubic_aa_weights, resize_bicubic_antialias};
 pub use sampling::{SuperResRequest, sample_super_res, to_nhwc, to_rgb8, to_unit_range};
 pub use train::{SuperResTrainConfig, SuperResTrainer, TrainSchedule};
-pub use unet::{SUPER_RES_KEYMAP, UNet2DModel};
 pub use unclip_decoder::{StepInfo, no_progress};
+pub use unet::{SUPER_RES_KEYMAP, UNet2DModel};

@@ -94,7 +94,14 @@ impl UNet2DModel {
         }
         Ok(UNet2DModel {
             conv_in: conv2d(config.in_channels, ch[0], 3, device),
-            time_embedding: TimestepEmbedding::new(ch[0], t_dim, t_dim, Activation::Silu, None, device),
+            time_embedding: TimestepEmbedding::new(
+                ch[0],
+                t_dim,
+                t_dim,
+                Activation::Silu,
+                None,
+                device,
+            ),
             down_blocks,
             mid_block,
             up_blocks,
