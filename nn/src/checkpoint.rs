@@ -98,7 +98,9 @@ impl Checkpoint {
                     .clone()
             }
             "bin" | "pt" | "pth" => {
-                let mut store = PytorchStore::from_file(&path);
+                // Keys exactly as in the file: burn's PyTorch reader would otherwise renumber
+                // index gaps (`ff.net.2` -> `ff.net.1`), which breaks the layouts' key tables.
+                let mut store = PytorchStore::from_file(&path).map_indices_contiguous(false);
                 store
                     .get_all_tensors()
                     .map_err(|e| LoadError::Format {

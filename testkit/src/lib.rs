@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 mod write;
-pub use write::{StoreDtype, copy_model_dir_with, temp_dir, write_safetensors};
+pub use write::{StoreDtype, bin_copy_of, copy_model_dir_with, temp_dir, write_safetensors};
 mod torch_bin;
 pub use torch_bin::{safetensors_to_torch_bin, write_torch_bin};
 

@@ -91,3 +91,20 @@ pub fn temp_dir(tag: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("create temp dir");
     dir
 }
+
+/// A temporary copy of the model folder `src` whose safetensors weights `<stem>.safetensors` are
+/// replaced by a PyTorch `<stem>.bin` (torch's zip format), for testing the `.bin` loading path.
+pub fn bin_copy_of(src: &Path, stem: &str) -> std::path::PathBuf {
+    let dst = temp_dir("bin");
+    let weights = format!("{stem}.safetensors");
+    for entry in std::fs::read_dir(src).expect("read src dir") {
+        let entry = entry.expect("dir entry");
+        if entry.file_type().map(|t| t.is_file()).unwrap_or(false)
+            && entry.file_name() != weights.as_str()
+        {
+            std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy file");
+        }
+    }
+    crate::safetensors_to_torch_bin(&src.join(&weights), &dst.join(format!("{stem}.bin")));
+    dst
+}
