@@ -24,7 +24,7 @@ mod progress;
 pub use error::UnclipError;
 pub use index::ModelIndex;
 pub use pipeline::{
-    EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, slerp,
+    EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, XtMode, slerp,
 };
 pub use progress::{Control, Progress, ProgressFn, Stage};
 

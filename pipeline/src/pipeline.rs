@@ -57,6 +57,15 @@ impl Default for Settings {
     }
 }
 
+/// How the decoder's starting noise `x_T` behaves across interpolation frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XtMode {
+    /// The same `x_T` for every frame (the settings' seed).
+    Fixed,
+    /// Spherically interpolated from the settings' seed's `x_T` to `seed_b`'s.
+    Interpolated { seed_b: u64 },
+}
+
 /// Initial latents to use instead of drawing them (for reproducing a recorded run).
 #[derive(Debug, Clone, Default)]
 pub struct Latents {
@@ -789,6 +798,18 @@ impl UnclipPipeline {
         frames: usize,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Generation>, UnclipError> {
+        self.interpolate_with(a, b, frames, XtMode::Fixed, progress)
+    }
+
+    /// [`Self::interpolate`] with a choice of how the decoder's `x_T` moves between frames.
+    pub fn interpolate_with(
+        &self,
+        a: Tensor<2>,
+        b: Tensor<2>,
+        frames: usize,
+        xt: XtMode,
+        progress: &mut ProgressFn<'_>,
+    ) -> Result<Vec<Generation>, UnclipError> {
         if frames < 2 {
             return Err(UnclipError::InvalidSetting {
                 name: "frames",
@@ -796,15 +817,46 @@ impl UnclipPipeline {
             });
         }
         let cond = self.encode_text(&[""])?;
+        // x_T of both ends, flattened to [1, C*H*W], when it is interpolated.
+        let ends = match xt {
+            XtMode::Fixed => None,
+            XtMode::Interpolated { seed_b } => {
+                let s = self.decoder.config.sample_size.map(|s| s.hw()).ok_or(
+                    UnclipError::InvalidSetting {
+                        name: "decoder.sample_size",
+                        message: "the decoder config has no sample_size".into(),
+                    },
+                )?;
+                let shape = [1, self.decoder.in_channels(), s[0], s[1]];
+                let n = shape[1] * shape[2] * shape[3];
+                let draw = |seed: u64| -> Result<Tensor<2>, UnclipError> {
+                    let mut noise = SeededNoise::new(seed);
+                    Ok(
+                        unclip_diffusion::randn::<4, _>(&mut noise, shape, &self.device)?
+                            .reshape([1, n]),
+                    )
+                };
+                Some((draw(self.settings.seed)?, draw(seed_b)?, shape))
+            }
+        };
         (0..frames)
             .map(|k| {
                 let t = k as f32 / (frames - 1) as f32;
                 let mut noise = SeededNoise::new(self.settings.seed);
+                // slerp keeps Gaussian noise at its typical norm (a lerp would shrink it).
+                let latents = match &ends {
+                    Some((xa, xb, shape)) => {
+                        // Skip the x_T draw so the step noise is the fixed mode's.
+                        unclip_diffusion::randn::<4, _>(&mut noise, *shape, &self.device)?;
+                        Some(slerp(xa.clone(), xb.clone(), t).reshape(*shape))
+                    }
+                    None => None,
+                };
                 self.decode(
                     slerp(a.clone(), b.clone(), t),
                     &cond,
                     &cond,
-                    None,
+                    latents,
                     None,
                     &mut noise,
                     progress,
