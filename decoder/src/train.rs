@@ -36,13 +36,12 @@
 //! too. AdamW's moment estimates are not saved (burn keys optimiser state by parameter id, which
 //! a safetensors reload does not preserve): a resumed run restarts them.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::store::ModuleSnapshot;
-use burn::tensor::{Bool, DType, Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
@@ -79,33 +78,7 @@ pub fn save_diffusers_folder<M: ModuleSnapshot>(
     dir: &Path,
     key: impl Fn(&str) -> String,
 ) -> Result<(), DecoderError> {
-    let path = dir.join(format!("{WEIGHTS_STEM}.safetensors"));
-    let werr = |m: String| LoadError::Write {
-        path: path.clone(),
-        message: m,
-    };
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for t in module.collect(None, None, false) {
-        let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
-        if dtype != DType::F32 {
-            return Err(werr(format!(
-                "tensor {name} has dtype {dtype:?}; only f32 is saved"
-            ))
-            .into());
-        }
-        owned.push((key(&name), shape.to_vec(), bytes.to_vec()));
-    }
-    let views = owned
-        .iter()
-        .map(|(n, s, b)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                .map(|v| (n.clone(), v))
-                .map_err(|e| werr(e.to_string()))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| werr(e.to_string()))?;
-    unclip_nn::atomic_write(&path, &bytes)?;
+    unclip_nn::save_safetensors_with(module, dir.join(format!("{WEIGHTS_STEM}.safetensors")), key)?;
 
     let cpath = dir.join(CONFIG_FILE);
     let mut value = serde_json::to_value(config).map_err(|e| LoadError::Write {
@@ -328,25 +301,25 @@ pub struct DecoderTrainerState {
 /// use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
 /// use unclip_decoder::{TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
 ///
-/// # fn batches() -> Vec<DecoderBatch> { unimplemented!() }
-/// # fn empty_prompt() -> TextConditioning { unimplemented!() }
+/// # fn example(batches: Vec<DecoderBatch>, empty_prompt: TextConditioning) -> Result<(), Box<dyn std::error::Error>> {
 /// let device = Device::flex().autodiff();
 /// let unet = UNet2DConditionModel::from_pretrained("karlo-v1-alpha/decoder", &device)?;
 /// let text_proj = UnCLIPTextProjModel::from_pretrained("karlo-v1-alpha/text_proj", &device)?;
 /// // The empty prompt's CLIP conditioning (one row): prompt_embeds [1, E],
 /// // hidden_states [1, T, E], mask [1, T].
-/// let uncond: TextConditioning = empty_prompt();
+/// let uncond: TextConditioning = empty_prompt;
 /// let mut trainer =
 ///     DecoderTrainer::new(text_proj, unet, uncond, DecoderTrainConfig::default(), &device)?;
-/// for batch in batches() {
+/// for batch in batches {
 ///     let losses = trainer.train_step(&batch)?;
 ///     println!("step {} loss {:.4} (mse {:.4})", trainer.step, losses.loss, losses.mse);
 ///     if trainer.step % 1000 == 0 {
 ///         trainer.save_checkpoint("runs/decoder")?;
 ///     }
 /// }
-/// // Later: DecoderTrainer::resume("runs/decoder", empty_prompt(), &device)?
-/// # Ok::<(), unclip_decoder::DecoderError>(())
+/// // Later: DecoderTrainer::resume("runs/decoder", uncond_again, &device)?
+/// # Ok(())
+/// # }
 /// ```
 pub struct DecoderTrainer {
     /// The optimised models (autodiff device).

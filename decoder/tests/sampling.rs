@@ -204,8 +204,8 @@ fn progress_sees_every_step_and_can_cancel() {
     )
     .expect("sample");
     assert_eq!(
-        x.into_data().to_vec::<f32>().unwrap(),
-        y.into_data().to_vec::<f32>().unwrap()
+        x.into_data().try_to_vec::<f32>().unwrap(),
+        y.into_data().try_to_vec::<f32>().unwrap()
     );
     // Cancelling after the first step.
     let mut calls = 0;

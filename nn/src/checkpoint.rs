@@ -351,21 +351,31 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(
     module: &M,
     path: impl AsRef<Path>,
 ) -> Result<(), LoadError> {
+    save_safetensors_with(module, path, |k| k.to_string())
+}
+
+/// [`save_safetensors`] with each module path turned into a checkpoint key by `key` (the inverse
+/// of a layout's [`KeyMap`]). The header carries `{"format": "pt"}` as diffusers and transformers
+/// write it.
+pub fn save_safetensors_with<M: Module + ModuleSnapshot>(
+    module: &M,
+    path: impl AsRef<Path>,
+    key: impl Fn(&str) -> String,
+) -> Result<(), LoadError> {
     let path = path.as_ref();
     let werr = |m: String| LoadError::Write {
         path: path.to_path_buf(),
         message: m,
     };
-    let tensors = module.collect(None, None, false);
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
-    for t in tensors {
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for t in module.collect(None, None, false) {
         let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
         if dtype != DType::F32 {
             return Err(werr(format!(
                 "tensor {name} has dtype {dtype:?}; only f32 is saved"
             )));
         }
-        owned.push((name, shape.to_vec(), bytes.to_vec()));
+        owned.push((key(&name), shape.to_vec(), bytes.to_vec()));
     }
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = owned
         .iter()
@@ -375,7 +385,8 @@ pub fn save_safetensors<M: Module + ModuleSnapshot>(
                 .map_err(|e| werr(e.to_string()))
         })
         .collect::<Result<_, _>>()?;
-    let bytes = safetensors::serialize(views, None).map_err(|e| werr(e.to_string()))?;
+    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| werr(e.to_string()))?;
     crate::atomic_write(path, &bytes)
 }
 

@@ -20,6 +20,7 @@ pub use activation::Activation;
 pub use attention::{MASK_MIN, merge_heads, scaled_dot_product, split_heads};
 pub use checkpoint::{
     Checkpoint, KeyMap, LoadPrecision, atomic_write, candidate_files, save_safetensors,
+    save_safetensors_with,
 };
 pub use config::{read_json, write_json};
 pub use device::{UnknownDevice, available_devices, parse_device};

@@ -16,9 +16,8 @@
 
 use std::path::Path;
 
-use burn::store::ModuleSnapshot;
-use burn::tensor::{DType, Device};
-use unclip_nn::{Checkpoint, KeyMap, LoadError};
+use burn::tensor::Device;
+use unclip_nn::{Checkpoint, KeyMap};
 
 use crate::{PriorError, PriorTransformer, PriorTransformerConfig};
 
@@ -83,32 +82,11 @@ impl PriorTransformer {
     /// reads the folder back.
     pub fn save_pretrained(&self, dir: impl AsRef<Path>) -> Result<(), PriorError> {
         let dir = dir.as_ref();
-        let path = dir.join(format!("{WEIGHTS_STEM}.safetensors"));
-        let werr = |m: String| LoadError::Write {
-            path: path.clone(),
-            message: m,
-        };
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-        for t in self.collect(None, None, false) {
-            let (name, dtype, shape, _, bytes) = t.into_parts().map_err(|e| werr(e.to_string()))?;
-            if dtype != DType::F32 {
-                return Err(werr(format!(
-                    "tensor {name} has dtype {dtype:?}; only f32 is saved"
-                ))
-                .into());
-            }
-            owned.push((save_key(&name), shape.to_vec(), bytes.to_vec()));
-        }
-        let views = owned
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| werr(e.to_string()))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let bytes = safetensors::serialize(views, None).map_err(|e| werr(e.to_string()))?;
-        unclip_nn::atomic_write(&path, &bytes)?;
+        unclip_nn::save_safetensors_with(
+            self,
+            dir.join(format!("{WEIGHTS_STEM}.safetensors")),
+            save_key,
+        )?;
         unclip_nn::write_json(dir.join(CONFIG_FILE), &self.config().to_json_value())?;
         Ok(())
     }

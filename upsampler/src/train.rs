@@ -165,11 +165,11 @@ pub struct CropPair {
 /// use unclip_upsampler::UNet2DModel;
 /// use unclip_upsampler::train::{SuperResTrainConfig, SuperResTrainer};
 ///
-/// # fn image_batches() -> Vec<Tensor<4>> { unimplemented!() }
+/// # fn example(image_batches: Vec<Tensor<4>>) -> Result<(), Box<dyn std::error::Error>> {
 /// let device = Device::flex().autodiff();
 /// let unet = UNet2DModel::from_pretrained("karlo-v1-alpha/super_res_first", &device)?;
 /// let mut trainer = SuperResTrainer::new(unet, SuperResTrainConfig::stage_64_to_256(), &device)?;
-/// for images in image_batches() {
+/// for images in image_batches {
 ///     // images: [B, 3, 256, 256] in [-1, 1]; trained on random 64x64 crops.
 ///     let losses = trainer.train_step(&images)?;
 ///     if trainer.step % 1000 == 0 {
@@ -178,7 +178,8 @@ pub struct CropPair {
 ///     }
 /// }
 /// // Later: SuperResTrainer::resume("runs/super_res", &device)?
-/// # Ok::<(), unclip_decoder::DecoderError>(())
+/// # Ok(())
+/// # }
 /// ```
 pub struct SuperResTrainer {
     /// The optimised model (autodiff device).
