@@ -418,31 +418,12 @@ pub fn slerp(a: Tensor<2>, b: Tensor<2>, t: f32) -> Tensor<2> {
     let na = a.clone().powi_scalar(2).sum_dim(1).sqrt(); // [N, 1]
     let nb = b.clone().powi_scalar(2).sum_dim(1).sqrt();
     let cos = ((a.clone() * b.clone()).sum_dim(1) / (na * nb)).clamp(-1.0, 1.0); // [N, 1]
-    let theta = cos.clone().acos_approx();
+    let theta = cos.clone().acos();
     let sin = theta.clone().sin();
     let parallel = sin.clone().abs().lower_elem(1e-6);
     let wa = ((theta.clone() * (1.0 - t)).sin() / sin.clone()).mask_fill(parallel.clone(), 1.0 - t);
     let wb = ((theta * t).sin() / sin).mask_fill(parallel, t);
     a * wa + b * wb
-}
-
-trait AcosApprox {
-    fn acos_approx(self) -> Self;
-}
-
-impl AcosApprox for Tensor<2> {
-    /// acos on the host (burn has no acos op on every backend); `[N, 1]`.
-    fn acos_approx(self) -> Self {
-        let device = self.device();
-        let dims = self.dims();
-        let data = self.into_data().convert::<f32>();
-        let v: Vec<f32> = data
-            .as_slice::<f32>()
-            .map(|s| s.to_vec())
-            .unwrap_or_default();
-        let r: Vec<f32> = v.iter().map(|x| x.acos()).collect();
-        Tensor::from_data(TensorData::new(r, dims), &device)
-    }
 }
 
 impl UnclipPipeline {
