@@ -124,6 +124,36 @@ pub(crate) fn check_prob(name: &str, p: f64) -> Result<(), DecoderError> {
     }
 }
 
+/// One optimiser step shared by the decoder and super-resolution trainers: refuses a non-finite
+/// loss (naming `input` and the step), backpropagates, steps AdamW and updates the EMA copy.
+pub fn optimise_step<M: Module>(
+    optim: &mut ModuleOptimizer,
+    learning_rate: f64,
+    model: M,
+    terms: LossTerms,
+    ema: &mut Option<M>,
+    ema_decay: Option<f64>,
+    input: &str,
+    step: u64,
+) -> Result<(M, StepLosses), DecoderError> {
+    let values = StepLosses::from_terms(&terms);
+    if !values.loss.is_finite() {
+        return Err(DecoderError::InvalidArgument {
+            name: input.into(),
+            message: format!(
+                "the loss is not finite ({}) at step {step}: check the inputs' range and the learning rate",
+                values.loss
+            ),
+        });
+    }
+    let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
+    let model = optim.step(learning_rate, model, grads);
+    if let (Some(decay), Some(e)) = (ema_decay, ema.take()) {
+        *ema = Some(ema_update(e, &model.valid(), decay));
+    }
+    Ok((model, values))
+}
+
 /// Checks the shared optimiser / EMA settings of a training config.
 pub fn check_common(
     learning_rate: f64,
@@ -607,24 +637,18 @@ impl DecoderTrainer {
     /// One AdamW step on `batch`; returns the loss values before the step.
     pub fn train_step(&mut self, batch: &DecoderBatch) -> Result<StepLosses, DecoderError> {
         let terms = self.loss(batch)?;
-        let values = StepLosses::from_terms(&terms);
-        if !values.loss.is_finite() {
-            return Err(DecoderError::InvalidArgument {
-                name: "batch".into(),
-                message: format!(
-                    "the loss is not finite ({}) at step {}: check the inputs' range and the learning rate",
-                    values.loss, self.step
-                ),
-            });
-        }
-        let grads = GradientsParams::from_grads(terms.loss.backward(), &self.models);
-        self.models = self
-            .optim
-            .step(self.config.learning_rate, self.models.clone(), grads);
+        let (models, values) = optimise_step(
+            &mut self.optim,
+            self.config.learning_rate,
+            self.models.clone(),
+            terms,
+            &mut self.ema,
+            self.config.ema_decay,
+            "batch",
+            self.step,
+        )?;
+        self.models = models;
         self.step += 1;
-        if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
-            self.ema = Some(ema_update(ema, &self.models.valid(), decay));
-        }
         Ok(values)
     }
 

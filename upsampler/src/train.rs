@@ -32,13 +32,13 @@
 use std::path::Path;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_decoder::DecoderError;
 use unclip_decoder::train::{
-    STATE_FILE, StepLosses, check_common, decoder_save_key, ema_update, save_diffusers_folder,
+    STATE_FILE, StepLosses, check_common, decoder_save_key, optimise_step, save_diffusers_folder,
 };
 use unclip_diffusion::{
     BetaSchedule, LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise,
@@ -398,24 +398,18 @@ impl SuperResTrainer {
     /// step.
     pub fn train_step(&mut self, images: &Tensor<4>) -> Result<StepLosses, DecoderError> {
         let terms = self.loss(images)?;
-        let values = StepLosses::from_terms(&terms);
-        if !values.loss.is_finite() {
-            return Err(DecoderError::InvalidArgument {
-                name: "images".into(),
-                message: format!(
-                    "the loss is not finite ({}) at step {}: check the inputs' range and the learning rate",
-                    values.loss, self.step
-                ),
-            });
-        }
-        let grads = GradientsParams::from_grads(terms.loss.backward(), &self.model);
-        self.model = self
-            .optim
-            .step(self.config.learning_rate, self.model.clone(), grads);
+        let (model, values) = optimise_step(
+            &mut self.optim,
+            self.config.learning_rate,
+            self.model.clone(),
+            terms,
+            &mut self.ema,
+            self.config.ema_decay,
+            "images",
+            self.step,
+        )?;
+        self.model = model;
         self.step += 1;
-        if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
-            self.ema = Some(ema_update(ema, &self.model.valid(), decay));
-        }
         Ok(values)
     }
 
