@@ -248,12 +248,18 @@ impl ClipConfig {
 
     /// The text config with the shared projection size.
     pub fn text(&self) -> ClipTextConfig {
-        self.text_config.clone()
+        ClipTextConfig {
+            projection_dim: self.projection_dim,
+            ..self.text_config.clone()
+        }
     }
 
     /// The vision config with the shared projection size.
     pub fn vision(&self) -> ClipVisionConfig {
-        self.vision_config.clone()
+        ClipVisionConfig {
+            projection_dim: self.projection_dim,
+            ..self.vision_config.clone()
+        }
     }
 }
 

@@ -17,6 +17,7 @@ mod error;
 mod load;
 mod model;
 mod preprocess;
+mod save;
 mod text;
 mod train;
 mod vision;

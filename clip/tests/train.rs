@@ -73,3 +73,57 @@ fn zero_shot_matches_reference_logits() {
         assert_eq!(best, expected);
     }
 }
+
+/// A model written by `save_pretrained` reloads (whole, and as its two towers) with identical
+/// outputs.
+#[test]
+fn saved_model_and_towers_reload_identically() {
+    let device = test_device();
+    let cfg: ClipConfig = serde_json::from_value(serde_json::json!({
+        "projection_dim": 12,
+        "text_config": {"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2,
+                        "num_attention_heads": 2, "max_position_embeddings": 8, "eos_token_id": 63,
+                        "hidden_act": "gelu"},
+        "vision_config": {"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+                          "num_attention_heads": 2, "image_size": 8, "patch_size": 4}
+    }))
+    .unwrap();
+    let model = ClipModel::new(&cfg, &device);
+    let dir = unclip_testkit::temp_dir("clip-save");
+    model.save_pretrained(&cfg, dir.join("clip")).expect("save");
+    let reloaded = ClipModel::from_pretrained(dir.join("clip"), &device).expect("reload");
+    let ids = Tensor::<2, Int>::from_data(
+        TensorData::new(vec![5i64, 9, 63, 0, 0, 0, 0, 0, 7, 63, 0, 0, 0, 0, 0, 0], [2, 8]),
+        &device,
+    );
+    let pixels = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
+    let vec_of = |t: Tensor<2>| t.into_data().to_vec::<f32>().unwrap();
+    assert_eq!(
+        vec_of(model.text_features(ids.clone(), None)),
+        vec_of(reloaded.text_features(ids.clone(), None))
+    );
+    assert_eq!(
+        vec_of(model.image_features(pixels.clone())),
+        vec_of(reloaded.image_features(pixels.clone()))
+    );
+
+    let expected_text = vec_of(model.text_features(ids.clone(), None));
+    let expected_image = vec_of(model.image_features(pixels.clone()));
+    let (text, vision) = model.into_towers();
+    text.save_pretrained(&cfg.text(), dir.join("text_encoder")).expect("save text");
+    vision
+        .save_pretrained(&cfg.vision(), dir.join("image_encoder"))
+        .expect("save vision");
+    let text = unclip_clip::ClipTextModelWithProjection::from_pretrained(dir.join("text_encoder"), &device)
+        .expect("reload text");
+    let vision =
+        unclip_clip::ClipVisionModelWithProjection::from_pretrained(dir.join("image_encoder"), &device)
+            .expect("reload vision");
+    assert_eq!(vec_of(text.forward(ids, None).0), expected_text);
+    assert_eq!(vec_of(vision.forward(pixels).0), expected_image);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("text_encoder/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(written["architectures"][0], "CLIPTextModelWithProjection");
+    assert_eq!(written["hidden_act"], "gelu");
+}
