@@ -8,7 +8,9 @@ use crate::UnclipError;
 /// The parsed `model_index.json`: the pipeline class and `component -> [library, class]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelIndex {
+    /// `_class_name` (`UnCLIPPipeline`, `UnCLIPImageVariationPipeline`, ...).
     pub class_name: String,
+    /// `component -> (library, class)`; `[null, null]` entries are left out.
     pub components: BTreeMap<String, (String, String)>,
 }
 
@@ -55,6 +57,7 @@ impl ModelIndex {
         })
     }
 
+    /// Whether the folder lists component `name`.
     pub fn has(&self, name: &str) -> bool {
         self.components.contains_key(name)
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! **unclip**: DALL-E 2 (unCLIP, *Hierarchical Text-Conditional Image Generation with CLIP
 //! Latents*) in Rust on burn. This crate assembles the stages — tokenizer, CLIP, prior, decoder,
 //! upsamplers — into the pipeline, and re-exports the stage crates.
@@ -16,15 +17,18 @@
 //! # Ok::<(), unclip::UnclipError>(())
 //! ```
 
+mod component;
 mod error;
 mod index;
 mod pipeline;
 mod progress;
 
+pub use component::{Component, ComponentModel, MemoryMode};
 pub use error::UnclipError;
 pub use index::ModelIndex;
 pub use pipeline::{
-    EncodedText, Generation, Latents, Settings, UnclipBuilder, UnclipPipeline, XtMode, slerp,
+    EncodedText, Generation, Latents, Settings, SuperRes2, UnclipBuilder, UnclipPipeline, XtMode,
+    slerp,
 };
 pub use progress::{Control, Progress, ProgressFn, Stage};
 

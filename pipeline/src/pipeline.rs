@@ -4,11 +4,13 @@
 
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
-use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 use image::RgbImage;
 use unclip_clip::{
-    ClipImageProcessor, ClipTextModelWithProjection, ClipVisionModelWithProjection, Rgb8,
+    ClipImageProcessor, ClipTextModelWithProjection, ClipVisionConfig,
+    ClipVisionModelWithProjection, Rgb8,
 };
 use unclip_decoder::{
     DecoderError, DecoderRequest, GuidedDecoder, TextConditioning, UNet2DConditionModel,
@@ -21,15 +23,21 @@ use unclip_tokenizer::ClipTokenizer;
 use unclip_upsampler::{SuperResRequest, UNet2DModel, sample_super_res, to_rgb8, to_unit_range};
 
 use crate::UnclipError;
+use crate::component::{Component, ComponentModel, MemoryMode, prepare_device};
 use crate::index::ModelIndex;
 use crate::progress::{Control, Progress, ProgressFn, Stage};
 
 /// Per-call settings (Karlo's defaults).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
+    /// Prior denoising steps.
     pub prior_steps: usize,
+    /// Decoder denoising steps.
     pub decoder_steps: usize,
+    /// Steps of the (first) super-resolution stage (at least 2).
     pub super_res_steps: usize,
+    /// Steps of the second super-resolution stage, when the pipeline has one.
+    pub super_res_2_steps: usize,
     /// `<= 1` disables guidance.
     pub prior_guidance_scale: f32,
     /// `<= 1` disables guidance.
@@ -38,7 +46,7 @@ pub struct Settings {
     pub prior_candidates: usize,
     /// Seed of the default noise source.
     pub seed: u64,
-    /// Run the super-resolution stage (otherwise the decoder's 64x64 output is returned).
+    /// Run the super-resolution stages (otherwise the decoder's 64x64 output is returned).
     pub super_res: bool,
 }
 
@@ -48,6 +56,7 @@ impl Default for Settings {
             prior_steps: 25,
             decoder_steps: 25,
             super_res_steps: 7,
+            super_res_2_steps: 7,
             prior_guidance_scale: 4.0,
             decoder_guidance_scale: 8.0,
             prior_candidates: 1,
@@ -63,10 +72,14 @@ pub enum XtMode {
     /// The same `x_T` for every frame (the settings' seed).
     Fixed,
     /// Spherically interpolated from the settings' seed's `x_T` to `seed_b`'s.
-    Interpolated { seed_b: u64 },
+    Interpolated {
+        /// The seed of the last frame's `x_T`.
+        seed_b: u64,
+    },
 }
 
-/// Initial latents to use instead of drawing them (for reproducing a recorded run).
+/// Initial latents to use instead of drawing them (for reproducing a recorded run). The second
+/// super-resolution stage, when there is one, always draws its `x_T` from the noise source.
 #[derive(Debug, Clone, Default)]
 pub struct Latents {
     /// `[B * candidates, E]`
@@ -86,6 +99,9 @@ pub struct Generation {
     pub image_embeddings: Tensor<2>,
     /// The decoder's output clamped to `[-1, 1]` `[B, 3, h, w]`.
     pub image_small: Tensor<4>,
+    /// When a second super-resolution stage ran: the first stage's output clamped to `[-1, 1]`
+    /// `[B, 3, H1, W1]`, which the second stage was conditioned on.
+    pub image_mid: Option<Tensor<4>>,
 }
 
 impl Generation {
@@ -136,22 +152,90 @@ impl EncodedText {
     }
 }
 
+/// The second super-resolution stage (DALL-E 2's 256 -> 1024 after the 64 -> 256 one): one
+/// `UNet2DModel` for every step, with its own scheduler.
+#[derive(Debug, Clone)]
+pub struct SuperRes2 {
+    /// `super_res_2` in `model_index.json`.
+    pub model: Component<UNet2DModel>,
+    /// `super_res_2_scheduler` in `model_index.json`.
+    pub scheduler: UnCLIPScheduler,
+}
+
 /// The assembled pipeline. Build it with [`UnclipBuilder`].
+///
+/// The models are [`Component`]s: resident, or loaded per stage in [`MemoryMode::Staged`]
+/// ([`Component::model`] gives the model either way). The pipeline computes in one float dtype
+/// ([`UnclipBuilder::dtype`]).
 pub struct UnclipPipeline {
+    /// The device every stage computes on.
     pub device: Device,
+    /// Per-call settings (may be changed between calls).
     pub settings: Settings,
+    /// CLIP BPE tokenizer (always resident).
     pub tokenizer: ClipTokenizer,
-    pub text_encoder: ClipTextModelWithProjection,
-    pub image_encoder: Option<ClipVisionModelWithProjection>,
+    /// CLIP text encoder.
+    pub text_encoder: Component<ClipTextModelWithProjection>,
+    /// CLIP image encoder, present in image-variations checkpoints.
+    pub image_encoder: Option<Component<ClipVisionModelWithProjection>>,
+    /// CLIP image preprocessing of the image encoder.
     pub feature_extractor: Option<ClipImageProcessor>,
-    pub prior: Option<PriorTransformer>,
+    /// Diffusion prior, present in text-to-image checkpoints.
+    pub prior: Option<Component<PriorTransformer>>,
+    /// The prior's scheduler (with the prior).
     pub prior_scheduler: Option<UnCLIPScheduler>,
-    pub text_proj: UnCLIPTextProjModel,
-    pub decoder: UNet2DConditionModel,
+    /// The decoder's text / image-embedding projection.
+    pub text_proj: Component<UnCLIPTextProjModel>,
+    /// The decoder UNet.
+    pub decoder: Component<UNet2DConditionModel>,
+    /// The decoder's scheduler.
     pub decoder_scheduler: UnCLIPScheduler,
-    pub super_res_first: UNet2DModel,
-    pub super_res_last: UNet2DModel,
+    /// Every super-resolution step but the last.
+    pub super_res_first: Component<UNet2DModel>,
+    /// The last super-resolution step: the same weights as `super_res_first` when the folder has
+    /// no `super_res_last` or the builder was given one model ([`UnclipBuilder::super_res_single`]).
+    pub super_res_last: Component<UNet2DModel>,
+    /// The (first) super-resolution stage's scheduler.
     pub super_res_scheduler: UnCLIPScheduler,
+    /// The optional second super-resolution stage, run after the first.
+    pub super_res_2: Option<SuperRes2>,
+    dtype: FloatDType,
+    memory: MemoryMode,
+    /// Names of the staged components loaded right now (while their stage runs).
+    loaded: Mutex<Vec<&'static str>>,
+}
+
+/// A model a stage holds while it runs; a staged one is listed in `loaded` until dropped.
+struct Held<'a, M> {
+    model: Arc<M>,
+    slot: Option<(&'a Mutex<Vec<&'static str>>, &'static str)>,
+}
+
+impl<M> std::ops::Deref for Held<'_, M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.model
+    }
+}
+
+impl<M> Drop for Held<'_, M> {
+    fn drop(&mut self) {
+        if let Some((loaded, name)) = self.slot {
+            let mut loaded = loaded.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(i) = loaded.iter().position(|n| *n == name) {
+                loaded.remove(i);
+            }
+        }
+    }
+}
+
+/// Which super-resolution models the builder was given.
+#[derive(Default)]
+enum SuperResGiven {
+    #[default]
+    FromFolder,
+    FirstAndLast(Box<UNet2DModel>, Box<UNet2DModel>),
+    Single(Box<UNet2DModel>),
 }
 
 /// Assembles a pipeline from a diffusers folder (Karlo v1-alpha, karlo-v1-alpha-image-variations,
@@ -169,11 +253,19 @@ pub struct UnclipPipeline {
 /// let out = pipe.text_to_image(&["a red circle"], &mut |_| unclip::Control::Continue)?;
 /// # Ok::<(), unclip::UnclipError>(())
 /// ```
+///
+/// The folder's `model_index.json` lists the components. Besides Karlo's, two optional ones are
+/// read: `super_res_last` (when absent, `super_res_first` runs every super-resolution step) and
+/// a second super-resolution stage, `super_res_2` (`["unclip", "UNet2DModel"]`, used for every
+/// step) with `super_res_2_scheduler` (`["unclip", "UnCLIPScheduler"]`, a folder with
+/// `scheduler_config.json`).
 #[derive(Default)]
 pub struct UnclipBuilder {
     dir: Option<PathBuf>,
     device: Option<Device>,
     settings: Settings,
+    memory: MemoryMode,
+    dtype: Option<FloatDType>,
     tokenizer: Option<ClipTokenizer>,
     text_encoder: Option<ClipTextModelWithProjection>,
     image_encoder: Option<ClipVisionModelWithProjection>,
@@ -181,12 +273,13 @@ pub struct UnclipBuilder {
     prior_scheduler: Option<UnCLIPScheduler>,
     decoder: Option<UNet2DConditionModel>,
     text_proj: Option<UnCLIPTextProjModel>,
-    super_res_first: Option<UNet2DModel>,
-    super_res_last: Option<UNet2DModel>,
+    super_res: SuperResGiven,
+    super_res_2: Option<(UNet2DModel, UnCLIPScheduler)>,
 }
 
 macro_rules! setter {
-    ($name:ident, $field:ident, $t:ty) => {
+    ($(#[$doc:meta])* $name:ident, $field:ident, $t:ty) => {
+        $(#[$doc])*
         pub fn $name(mut self, v: $t) -> Self {
             self.settings.$field = v;
             self
@@ -195,6 +288,7 @@ macro_rules! setter {
 }
 
 impl UnclipBuilder {
+    /// A builder with Karlo's default settings and no components (see [`UnclipBuilder`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -205,37 +299,103 @@ impl UnclipBuilder {
         self
     }
 
+    /// The device to compute on (required: the library picks none).
     pub fn device(mut self, device: Device) -> Self {
         self.device = Some(device);
         self
     }
 
+    /// All per-call settings at once.
     pub fn settings(mut self, settings: Settings) -> Self {
         self.settings = settings;
         self
     }
 
-    setter!(prior_steps, prior_steps, usize);
-    setter!(decoder_steps, decoder_steps, usize);
-    setter!(super_res_steps, super_res_steps, usize);
-    setter!(prior_guidance_scale, prior_guidance_scale, f32);
-    setter!(decoder_guidance_scale, decoder_guidance_scale, f32);
-    setter!(prior_candidates, prior_candidates, usize);
-    setter!(seed, seed, u64);
-    setter!(with_super_res, super_res, bool);
+    /// Whether the models loaded from the folder stay in memory ([`MemoryMode::Resident`], the
+    /// default) or are loaded per stage and dropped after it ([`MemoryMode::Staged`]).
+    pub fn memory(mut self, mode: MemoryMode) -> Self {
+        self.memory = mode;
+        self
+    }
 
+    /// The float dtype the pipeline computes in (default f32).
+    ///
+    /// Checkpoints are read as f32 and every model is cast to `dtype`; the device is configured
+    /// to create float tensors of `dtype` (burn 0.22 fixes a device's default float dtype at the
+    /// first tensor made on it, for the whole process), so everything the stages compute follows.
+    /// `build` fails with [`UnclipError::UnsupportedDtype`] when the device cannot compute in
+    /// `dtype` (ndarray: f32 and f64 only; flex: f32, f64, f16, bf16) or already makes tensors
+    /// of another dtype.
+    ///
+    /// ```no_run
+    /// use burn::tensor::{Device, FloatDType};
+    /// // First thing in the process: no tensor may exist on the device yet.
+    /// let pipe = unclip::UnclipBuilder::new()
+    ///     .device(Device::flex())
+    ///     .dtype(FloatDType::F16)
+    ///     .from_pretrained("karlo-v1-alpha")
+    ///     .build()?;
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
+    pub fn dtype(mut self, dtype: FloatDType) -> Self {
+        self.dtype = Some(dtype);
+        self
+    }
+
+    setter!(
+        /// Prior denoising steps (Karlo: 25).
+        prior_steps, prior_steps, usize
+    );
+    setter!(
+        /// Decoder denoising steps (Karlo: 25).
+        decoder_steps, decoder_steps, usize
+    );
+    setter!(
+        /// Steps of the (first) super-resolution stage (Karlo: 7).
+        super_res_steps, super_res_steps, usize
+    );
+    setter!(
+        /// Steps of the second super-resolution stage (default 7).
+        super_res_2_steps, super_res_2_steps, usize
+    );
+    setter!(
+        /// Prior classifier-free guidance scale (`<= 1` disables guidance).
+        prior_guidance_scale, prior_guidance_scale, f32
+    );
+    setter!(
+        /// Decoder classifier-free guidance scale (`<= 1` disables guidance).
+        decoder_guidance_scale, decoder_guidance_scale, f32
+    );
+    setter!(
+        /// Prior candidates per prompt, reranked by similarity with the text embedding.
+        prior_candidates, prior_candidates, usize
+    );
+    setter!(
+        /// Seed of the default noise source.
+        seed, seed, u64
+    );
+    setter!(
+        /// Whether the super-resolution stages run (otherwise the decoder's output is returned).
+        with_super_res, super_res, bool
+    );
+
+    /// A tokenizer instead of the folder's `tokenizer`.
     pub fn tokenizer(mut self, t: ClipTokenizer) -> Self {
         self.tokenizer = Some(t);
         self
     }
+    /// A text encoder instead of the folder's (kept resident in every memory mode).
     pub fn text_encoder(mut self, m: ClipTextModelWithProjection) -> Self {
         self.text_encoder = Some(m);
         self
     }
+    /// An image encoder instead of the folder's (kept resident in every memory mode).
     pub fn image_encoder(mut self, m: ClipVisionModelWithProjection) -> Self {
         self.image_encoder = Some(m);
         self
     }
+    /// A prior instead of the folder's (kept resident in every memory mode); give its
+    /// scheduler with [`Self::prior_scheduler`] when the folder has none.
     pub fn prior(mut self, m: PriorTransformer) -> Self {
         self.prior = Some(m);
         self
@@ -246,26 +406,46 @@ impl UnclipBuilder {
         self.prior_scheduler = Some(s);
         self
     }
+    /// A decoder UNet instead of the folder's (kept resident in every memory mode).
     pub fn decoder(mut self, m: UNet2DConditionModel) -> Self {
         self.decoder = Some(m);
         self
     }
+    /// A text projection instead of the folder's (kept resident in every memory mode).
     pub fn text_proj(mut self, m: UnCLIPTextProjModel) -> Self {
         self.text_proj = Some(m);
         self
     }
+    /// The super-resolution models: `first` for every step but the last, `last` for the last
+    /// (kept resident in every memory mode).
     pub fn super_res(mut self, first: UNet2DModel, last: UNet2DModel) -> Self {
-        self.super_res_first = Some(first);
-        self.super_res_last = Some(last);
+        self.super_res = SuperResGiven::FirstAndLast(Box::new(first), Box::new(last));
+        self
+    }
+    /// One super-resolution model for every step (held once, not copied).
+    pub fn super_res_single(mut self, model: UNet2DModel) -> Self {
+        self.super_res = SuperResGiven::Single(Box::new(model));
+        self
+    }
+    /// The second super-resolution stage (e.g. 256 -> 1024): `model` runs every step with
+    /// `scheduler` ([`Settings::super_res_2_steps`] of them); its output size is the model
+    /// config's `sample_size`. Replaces the folder's `super_res_2`, if any.
+    pub fn super_res_2(mut self, model: UNet2DModel, scheduler: UnCLIPScheduler) -> Self {
+        self.super_res_2 = Some((model, scheduler));
         self
     }
 
-    /// Loads every component not given explicitly from the folder and checks the result.
+    /// Loads every component not given explicitly from the folder (or, in
+    /// [`MemoryMode::Staged`], reads its config and checks its weights file) and checks the
+    /// result.
     pub fn build(self) -> Result<UnclipPipeline, UnclipError> {
-        let device = self.device.ok_or(UnclipError::InvalidSetting {
+        let mut device = self.device.ok_or(UnclipError::InvalidSetting {
             name: "device",
             message: "choose a device with `.device(..)` (the library picks none)".into(),
         })?;
+        let dtype = self.dtype.unwrap_or(FloatDType::F32);
+        prepare_device(&mut device, dtype)?;
+        let mode = self.memory;
         let dir = self.dir.clone();
         let index = match &dir {
             Some(d) => Some(ModelIndex::from_dir(d)?),
@@ -294,20 +474,42 @@ impl UnclipBuilder {
             Ok(p)
         };
         let has = |name: &str| index.as_ref().map(|ix| ix.has(name)).unwrap_or(false);
+        // A given model stays resident; otherwise the folder's, in the memory mode.
+        fn component<M: ComponentModel>(
+            name: &'static str,
+            given: Option<M>,
+            sub: &dyn Fn(&'static str) -> Result<PathBuf, UnclipError>,
+            mode: MemoryMode,
+            device: &Device,
+            dtype: FloatDType,
+        ) -> Result<Component<M>, UnclipError> {
+            match given {
+                Some(m) => Ok(Component::resident(name, m, dtype)),
+                None => Component::from_dir(name, sub(name)?, mode, device, dtype),
+            }
+        }
 
         let tokenizer = match self.tokenizer {
             Some(t) => t,
             None => ClipTokenizer::from_dir(sub("tokenizer")?)?,
         };
-        let text_encoder = match self.text_encoder {
-            Some(m) => m,
-            None => ClipTextModelWithProjection::from_pretrained(sub("text_encoder")?, &device)?,
-        };
+        let text_encoder = component(
+            "text_encoder",
+            self.text_encoder,
+            &sub,
+            mode,
+            &device,
+            dtype,
+        )?;
         let image_encoder = match self.image_encoder {
-            Some(m) => Some(m),
-            None if has("image_encoder") => Some(ClipVisionModelWithProjection::from_pretrained(
-                sub("image_encoder")?,
+            Some(m) => Some(Component::resident("image_encoder", m, dtype)),
+            None if has("image_encoder") => Some(component(
+                "image_encoder",
+                None,
+                &sub,
+                mode,
                 &device,
+                dtype,
             )?),
             None => None,
         };
@@ -316,18 +518,27 @@ impl UnclipBuilder {
                 sub("feature_extractor")?.join("preprocessor_config.json"),
             )?)
         } else {
-            image_encoder.as_ref().map(|m| {
-                let s = m.vision_model.embeddings.position_embedding.weight.dims()[0];
-                let patches = ((s - 1) as f64).sqrt() as usize;
-                let patch = m.vision_model.embeddings.patch_embedding.weight.dims()[2];
-                ClipImageProcessor::for_size(patches * patch)
-            })
+            match &image_encoder {
+                None => None,
+                Some(c) => {
+                    if let Some(m) = c.resident_model() {
+                        let s = m.vision_model.embeddings.position_embedding.weight.dims()[0];
+                        let patches = ((s - 1) as f64).sqrt() as usize;
+                        let patch = m.vision_model.embeddings.patch_embedding.weight.dims()[2];
+                        Some(ClipImageProcessor::for_size(patches * patch))
+                    } else if let Some(d) = c.staged_dir() {
+                        Some(ClipImageProcessor::for_size(
+                            ClipVisionConfig::from_file(d.join("config.json"))?.image_size,
+                        ))
+                    } else {
+                        None
+                    }
+                }
+            }
         };
         let prior = match self.prior {
-            Some(m) => Some(m),
-            None if has("prior") => {
-                Some(PriorTransformer::from_pretrained(sub("prior")?, &device)?)
-            }
+            Some(m) => Some(Component::resident("prior", m, dtype)),
+            None if has("prior") => Some(component("prior", None, &sub, mode, &device, dtype)?),
             None => None,
         };
         let prior_scheduler = match self.prior_scheduler {
@@ -335,21 +546,38 @@ impl UnclipBuilder {
             None if prior.is_some() => Some(scheduler(dir.as_deref(), "prior_scheduler")?),
             None => None,
         };
-        let text_proj = match self.text_proj {
-            Some(m) => m,
-            None => UnCLIPTextProjModel::from_pretrained(sub("text_proj")?, &device)?,
+        let text_proj = component("text_proj", self.text_proj, &sub, mode, &device, dtype)?;
+        let decoder = component("decoder", self.decoder, &sub, mode, &device, dtype)?;
+        let (super_res_first, super_res_last) = match self.super_res {
+            SuperResGiven::FirstAndLast(first, last) => (
+                Component::resident("super_res_first", *first, dtype),
+                Component::resident("super_res_last", *last, dtype),
+            ),
+            SuperResGiven::Single(m) => {
+                let first = Component::resident("super_res_first", *m, dtype);
+                let last = first.shared_as("super_res_last");
+                (first, last)
+            }
+            SuperResGiven::FromFolder => {
+                let first = component("super_res_first", None, &sub, mode, &device, dtype)?;
+                let last = if has("super_res_last") || index.is_none() {
+                    component("super_res_last", None, &sub, mode, &device, dtype)?
+                } else {
+                    first.shared_as("super_res_last")
+                };
+                (first, last)
+            }
         };
-        let decoder = match self.decoder {
-            Some(m) => m,
-            None => UNet2DConditionModel::from_pretrained(sub("decoder")?, &device)?,
-        };
-        let super_res_first = match self.super_res_first {
-            Some(m) => m,
-            None => UNet2DModel::from_pretrained(sub("super_res_first")?, &device)?,
-        };
-        let super_res_last = match self.super_res_last {
-            Some(m) => m,
-            None => UNet2DModel::from_pretrained(sub("super_res_last")?, &device)?,
+        let super_res_2 = match self.super_res_2 {
+            Some((m, scheduler)) => Some(SuperRes2 {
+                model: Component::resident("super_res_2", m, dtype),
+                scheduler,
+            }),
+            None if has("super_res_2") => Some(SuperRes2 {
+                model: component("super_res_2", None, &sub, mode, &device, dtype)?,
+                scheduler: scheduler(dir.as_deref(), "super_res_2_scheduler")?,
+            }),
+            None => None,
         };
         Ok(UnclipPipeline {
             decoder_scheduler: scheduler(dir.as_deref(), "decoder_scheduler")?,
@@ -366,6 +594,10 @@ impl UnclipBuilder {
             decoder,
             super_res_first,
             super_res_last,
+            super_res_2,
+            dtype,
+            memory: mode,
+            loaded: Mutex::new(Vec::new()),
         })
     }
 }
@@ -427,26 +659,128 @@ pub fn slerp(a: Tensor<2>, b: Tensor<2>, t: f32) -> Tensor<2> {
 }
 
 impl UnclipPipeline {
+    /// The float dtype the pipeline computes in ([`UnclipBuilder::dtype`]).
+    pub fn dtype(&self) -> FloatDType {
+        self.dtype
+    }
+
+    /// Where the models loaded from the folder are kept ([`UnclipBuilder::memory`]).
+    pub fn memory_mode(&self) -> MemoryMode {
+        self.memory
+    }
+
+    /// The components whose weights are in memory now, in pipeline order: the resident ones,
+    /// and, during a call in [`MemoryMode::Staged`], those of the running stage (so a progress
+    /// callback sees the stage's models, and between calls only the resident ones are listed).
+    /// A `super_res_last` that is `super_res_first`'s weights is not listed separately.
+    ///
+    /// ```no_run
+    /// # use burn::tensor::Device;
+    /// use unclip::{Control, MemoryMode, UnclipBuilder};
+    /// let pipe = UnclipBuilder::new()
+    ///     .device(Device::flex())
+    ///     .from_pretrained("karlo-v1-alpha")
+    ///     .memory(MemoryMode::Staged)
+    ///     .build()?;
+    /// pipe.text_to_image(&["a red circle"], &mut |p| {
+    ///     println!("{}: {:?}", p.stage, pipe.resident_components()); // e.g. decoder: ["text_proj", "decoder"]
+    ///     Control::Continue
+    /// })?;
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
+    pub fn resident_components(&self) -> Vec<&'static str> {
+        let loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
+        let last_is_first = self
+            .super_res_last
+            .shares_weights_with(&self.super_res_first);
+        let all = [
+            Some(("text_encoder", self.text_encoder.is_resident())),
+            self.image_encoder
+                .as_ref()
+                .map(|c| ("image_encoder", c.is_resident())),
+            self.prior.as_ref().map(|c| ("prior", c.is_resident())),
+            Some(("text_proj", self.text_proj.is_resident())),
+            Some(("decoder", self.decoder.is_resident())),
+            Some(("super_res_first", self.super_res_first.is_resident())),
+            (!last_is_first).then(|| ("super_res_last", self.super_res_last.is_resident())),
+            self.super_res_2
+                .as_ref()
+                .map(|s| ("super_res_2", s.model.is_resident())),
+        ];
+        all.into_iter()
+            .flatten()
+            .filter(|(name, resident)| *resident || loaded.contains(name))
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The model of `component` for a stage: the resident one, or loaded now and listed as
+    /// loaded until the returned guard is dropped.
+    fn hold<M: ComponentModel>(
+        &self,
+        component: &Component<M>,
+    ) -> Result<Held<'_, M>, UnclipError> {
+        if component.is_resident() {
+            return Ok(Held {
+                model: component.model()?,
+                slot: None,
+            });
+        }
+        let model = component.model()?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(component.name());
+        Ok(Held {
+            model,
+            slot: Some((&self.loaded, component.name())),
+        })
+    }
+
+    /// `t` in the pipeline's float dtype (tensors given by the caller may have another).
+    fn in_dtype<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+        if t.dtype() == self.dtype.into() {
+            t
+        } else {
+            t.cast(self.dtype)
+        }
+    }
+
     /// Tokenises and encodes prompts with the CLIP text encoder, called without the attention
     /// mask as the unCLIP pipelines call it (the mask goes to the prior and the decoder).
     pub fn encode_text(&self, prompts: &[&str]) -> Result<EncodedText, UnclipError> {
-        if prompts.is_empty() {
+        let mut out = self.encode_texts(&[prompts])?;
+        out.pop().ok_or(UnclipError::EmptyPrompt)
+    }
+
+    /// [`Self::encode_text`] of several batches with the text encoder held once.
+    fn encode_texts(&self, batches: &[&[&str]]) -> Result<Vec<EncodedText>, UnclipError> {
+        if batches.iter().any(|b| b.is_empty()) {
             return Err(UnclipError::EmptyPrompt);
         }
-        let enc = self.tokenizer.encode_batch(prompts)?;
-        let shape = enc.shape();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(enc.flat_ids(), shape), &self.device);
-        let mask = Tensor::<2, Int>::from_data(
-            TensorData::new(enc.flat_attention_mask(), shape),
-            &self.device,
-        )
-        .equal_elem(1);
-        let (embeds, out) = self.text_encoder.forward(ids, None);
-        Ok(EncodedText {
-            embeds,
-            hidden_states: out.last_hidden_state,
-            mask,
-        })
+        let encoder = self.hold(&self.text_encoder)?;
+        batches
+            .iter()
+            .map(|prompts| {
+                let enc = self.tokenizer.encode_batch(prompts)?;
+                let shape = enc.shape();
+                let ids = Tensor::<2, Int>::from_data(
+                    TensorData::new(enc.flat_ids(), shape),
+                    &self.device,
+                );
+                let mask = Tensor::<2, Int>::from_data(
+                    TensorData::new(enc.flat_attention_mask(), shape),
+                    &self.device,
+                )
+                .equal_elem(1);
+                let (embeds, out) = encoder.forward(ids, None);
+                Ok(EncodedText {
+                    embeds,
+                    hidden_states: out.last_hidden_state,
+                    mask,
+                })
+            })
+            .collect()
     }
 
     /// CLIP image embeddings (not normalised, as the variation pipeline uses them) `[B, E]`.
@@ -469,6 +803,7 @@ impl UnclipPipeline {
             })
             .collect();
         let pixels = proc.preprocess_rgb(&rgb, &self.device)?;
+        let enc = self.hold(enc)?;
         Ok(enc.forward(pixels).0)
     }
 
@@ -492,8 +827,11 @@ impl UnclipPipeline {
         progress: &mut ProgressFn<'_>,
     ) -> Result<Generation, UnclipError> {
         let b = prompts.len();
-        let cond = self.encode_text(prompts)?;
-        let uncond = self.encode_text(&vec![""; b])?;
+        let empty = vec![""; b];
+        let mut texts = self.encode_texts(&[prompts, &empty])?.into_iter();
+        let (Some(cond), Some(uncond)) = (texts.next(), texts.next()) else {
+            return Err(UnclipError::EmptyPrompt);
+        };
         let embeddings = self.sample_prior(&cond, &uncond, latents.prior, noise, progress)?;
         self.decode(
             embeddings,
@@ -526,13 +864,15 @@ impl UnclipPipeline {
             }
         };
         let mut scheduler = scheduler.clone();
+        let prior = self.hold(prior)?;
+        let latents = latents.map(|t| self.in_dtype(t));
         let config = PriorSampleConfig {
             num_inference_steps: self.settings.prior_steps,
             guidance_scale: self.settings.prior_guidance_scale,
             num_candidates: self.settings.prior_candidates.max(1),
         };
         let out = unclip_prior::sample::sample(
-            prior,
+            &prior,
             &mut scheduler,
             &cond.prior(),
             Some(&uncond.prior()),
@@ -562,11 +902,17 @@ impl UnclipPipeline {
         noise: &mut dyn NoiseSource,
         progress: &mut ProgressFn<'_>,
     ) -> Result<Generation, UnclipError> {
+        let image_embeddings = self.in_dtype(image_embeddings);
+        let decoder_latents = decoder_latents.map(|t| self.in_dtype(t));
+        let super_res_latents = super_res_latents.map(|t| self.in_dtype(t));
         let guided = self.settings.decoder_guidance_scale > 1.0;
         let mut scheduler = self.decoder_scheduler.clone();
+        // The decoder stage's models, dropped (when staged) before super-resolution loads.
+        let decoder = self.hold(&self.decoder)?;
+        let text_proj = self.hold(&self.text_proj)?;
         let image_small = sample_decoder(
-            &self.decoder,
-            &self.text_proj,
+            &decoder,
+            &text_proj,
             &mut scheduler,
             DecoderRequest {
                 image_embeddings: image_embeddings.clone(),
@@ -580,29 +926,45 @@ impl UnclipPipeline {
             &mut |s| report(progress, Stage::Decoder, s.index, s.total, s.timestep),
         )
         .map_err(|e| stage_error(e, Stage::Decoder))?;
-        let images = self.super_resolve(image_small.clone(), super_res_latents, noise, progress)?;
+        drop((decoder, text_proj));
+        let (images, image_mid) =
+            self.super_resolve(image_small.clone(), super_res_latents, noise, progress)?;
         Ok(Generation {
             images,
             image_embeddings,
             image_small,
+            image_mid,
         })
     }
 
-    /// The super-resolution stage (when enabled) and the pipeline's `[0, 1]` output.
+    /// The super-resolution stages (when enabled): the pipeline's `[0, 1]` output, and the first
+    /// stage's output clamped to `[-1, 1]` when a second stage ran on it.
+    ///
+    /// Every caller of `sample_super_res` in the pipeline goes through here, so the second stage
+    /// runs wherever the first does. Its noise is drawn from `noise` after the first stage's.
     fn super_resolve(
         &self,
         image_small: Tensor<4>,
         latents: Option<Tensor<4>>,
         noise: &mut dyn NoiseSource,
         progress: &mut ProgressFn<'_>,
-    ) -> Result<Tensor<4>, UnclipError> {
+    ) -> Result<(Tensor<4>, Option<Tensor<4>>), UnclipError> {
         if !self.settings.super_res {
-            return Ok(to_unit_range(image_small));
+            return Ok((to_unit_range(image_small), None));
         }
         let mut scheduler = self.super_res_scheduler.clone();
+        let first = self.hold(&self.super_res_first)?;
+        let last = if self
+            .super_res_last
+            .shares_weights_with(&self.super_res_first)
+        {
+            None
+        } else {
+            Some(self.hold(&self.super_res_last)?)
+        };
         let x = sample_super_res(
-            &self.super_res_first,
-            &self.super_res_last,
+            &first,
+            last.as_deref().unwrap_or(&first),
             &mut scheduler,
             SuperResRequest {
                 image_small,
@@ -614,7 +976,28 @@ impl UnclipPipeline {
             &mut |s| report(progress, Stage::SuperRes, s.index, s.total, s.timestep),
         )
         .map_err(|e| stage_error(e, Stage::SuperRes))?;
-        Ok(to_unit_range(x))
+        drop((first, last));
+        let Some(stage) = &self.super_res_2 else {
+            return Ok((to_unit_range(x), None));
+        };
+        let mid = x.clamp(-1.0, 1.0);
+        let model = self.hold(&stage.model)?;
+        let mut scheduler = stage.scheduler.clone();
+        let y = sample_super_res(
+            &model,
+            &model,
+            &mut scheduler,
+            SuperResRequest {
+                image_small: mid.clone(),
+                num_inference_steps: self.settings.super_res_2_steps,
+                latents: None,
+                output_size: None,
+            },
+            noise,
+            &mut |s| report(progress, Stage::SuperRes2, s.index, s.total, s.timestep),
+        )
+        .map_err(|e| stage_error(e, Stage::SuperRes2))?;
+        Ok((to_unit_range(y), Some(mid)))
     }
 
     /// A variation that starts from the DDIM-inverted latent of the input image, as the paper
@@ -644,9 +1027,11 @@ impl UnclipPipeline {
         let x0 = self.decoder_input(image)?; // [1, 3, S, S]
         let cond = self.encode_text(&[""])?;
         let guided = self.settings.decoder_guidance_scale > 1.0;
+        let decoder = self.hold(&self.decoder)?;
+        let text_proj = self.hold(&self.text_proj)?;
         let model = GuidedDecoder::new(
-            &self.decoder,
-            &self.text_proj,
+            &decoder,
+            &text_proj,
             emb.clone(),
             cond.decoder(),
             guided.then(|| cond.decoder()),
@@ -679,18 +1064,21 @@ impl UnclipPipeline {
             }
         }
         let image_small = x.clamp(-1.0, 1.0);
-        let images = self.super_resolve(image_small.clone(), None, noise, progress)?;
+        drop(model);
+        drop((decoder, text_proj));
+        let (images, image_mid) = self.super_resolve(image_small.clone(), None, noise, progress)?;
         Ok(Generation {
             images,
             image_embeddings: emb,
             image_small,
+            image_mid,
         })
     }
 
     /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
     /// sample size, `[-1, 1]`, `[1, 3, S, S]`.
     pub fn decoder_input(&self, image: &RgbImage) -> Result<Tensor<4>, UnclipError> {
-        let s = self.decoder.config.sample_size.map(|s| s.hw()[0]).ok_or(
+        let s = self.decoder.config().sample_size.map(|s| s.hw()[0]).ok_or(
             UnclipError::InvalidSetting {
                 name: "decoder.sample_size",
                 message: "the decoder config has no sample_size".into(),
@@ -797,18 +1185,19 @@ impl UnclipPipeline {
                 message: "at least 2".into(),
             });
         }
+        let (a, b) = (self.in_dtype(a), self.in_dtype(b));
         let cond = self.encode_text(&[""])?;
         // x_T of both ends, flattened to [1, C*H*W], when it is interpolated.
         let ends = match xt {
             XtMode::Fixed => None,
             XtMode::Interpolated { seed_b } => {
-                let s = self.decoder.config.sample_size.map(|s| s.hw()).ok_or(
+                let s = self.decoder.config().sample_size.map(|s| s.hw()).ok_or(
                     UnclipError::InvalidSetting {
                         name: "decoder.sample_size",
                         message: "the decoder config has no sample_size".into(),
                     },
                 )?;
-                let shape = [1, self.decoder.in_channels(), s[0], s[1]];
+                let shape = [1, self.decoder.config().in_channels, s[0], s[1]];
                 let n = shape[1] * shape[2] * shape[3];
                 let draw = |seed: u64| -> Result<Tensor<2>, UnclipError> {
                     let mut noise = SeededNoise::new(seed);
@@ -857,7 +1246,11 @@ impl UnclipPipeline {
         thetas: &[f32],
         progress: &mut ProgressFn<'_>,
     ) -> Result<Vec<Generation>, UnclipError> {
-        let t = self.encode_text(&[source, target])?;
+        let image_embedding = self.in_dtype(image_embedding);
+        let mut texts = self.encode_texts(&[&[source, target], &[""]])?.into_iter();
+        let (Some(t), Some(cond)) = (texts.next(), texts.next()) else {
+            return Err(UnclipError::EmptyPrompt);
+        };
         let e = t.embeds.dims()[1];
         let zs = t.embeds.clone().slice([0..1, 0..e]);
         let zt = t.embeds.slice([1..2, 0..e]);
@@ -868,7 +1261,6 @@ impl UnclipPipeline {
             .sum()
             .sqrt()
             .into_scalar::<f32>();
-        let cond = self.encode_text(&[""])?;
         thetas
             .iter()
             .map(|&theta| {
