@@ -18,7 +18,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// The model: a diffusers folder in the Karlo v1-alpha layout (`model_index.json` and one
-    /// folder per component). Without it, the tiny random reference fixture is used if found.
+    /// folder per component). Without it, the embedded shapes-world model (`models/shapes`).
     #[arg(long, value_name = "DIR")]
     pub model: Option<PathBuf>,
     /// Device: flex (pure-Rust CPU), ndarray, wgpu, wgpu-cpu (backends compiled in as cargo
@@ -46,14 +46,6 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// The tiny reference fixture of this kind (in `../shared/fixtures`).
-    pub fn fixture(self) -> &'static str {
-        match self {
-            ModelKind::TextToImage => "unclip_tiny",
-            ModelKind::ImageVariation => "unclip_variation_tiny",
-        }
-    }
-
     fn checkpoint(self) -> &'static str {
         match self {
             ModelKind::TextToImage => "kakaobrain/karlo-v1-alpha",
@@ -80,7 +72,7 @@ impl ModelArgs {
         unclip::nn::parse_device(&self.device).map_err(|e| format!("--device: {e}").into())
     }
 
-    /// The model folder: `--model`, else the tiny reference fixture of `kind` (with a note).
+    /// The model folder: `--model`, else the embedded default model (with a note).
     pub fn model_dir(&self, kind: ModelKind) -> Result<PathBuf> {
         resolve_model(self.model.as_deref(), kind)
     }
@@ -128,9 +120,14 @@ fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `--model` when given (it must be a folder), else the tiny reference fixture of `kind` from
-/// `$UNCLIP_FIXTURES`, `../shared/fixtures` (relative to the current folder) or
-/// `../shared/fixtures` beside the workspace; a clear error when there is none.
+/// The embedded default model: the shapes-world model trained by unclip itself
+/// (`cargo run -p xtask -- train-shapes`, see `docs/shapes.md`), committed in `models/shapes`.
+pub fn default_model_dir() -> PathBuf {
+    workspace_root().join("models").join("shapes")
+}
+
+/// `--model` when given (it must be a folder), else the embedded default model
+/// ([`default_model_dir`]); a clear error when neither exists.
 pub fn resolve_model(model: Option<&Path>, kind: ModelKind) -> Result<PathBuf> {
     if let Some(dir) = model {
         if !dir.is_dir() {
@@ -138,32 +135,24 @@ pub fn resolve_model(model: Option<&Path>, kind: ModelKind) -> Result<PathBuf> {
         }
         return Ok(dir.to_path_buf());
     }
-    let name = kind.fixture();
-    let mut candidates = Vec::new();
-    if let Some(root) = std::env::var_os("UNCLIP_FIXTURES") {
-        candidates.push(PathBuf::from(root).join(name));
-    }
-    candidates.push(Path::new("../shared/fixtures").join(name));
-    candidates.push(workspace_root().join("../shared/fixtures").join(name));
-    match candidates.into_iter().find(|c| c.join("model_index.json").is_file()) {
-        Some(dir) => {
-            eprintln!(
-                "note: no --model given, using the tiny RANDOM reference fixture {}\n      \
-                 (untrained test weights: the pictures will be noise-like). Pass --model DIR with a \
-                 real checkpoint,\n      e.g. a download of {}, for real pictures.",
-                dir.display(),
-                kind.checkpoint()
-            );
-            Ok(dir)
-        }
-        None => Err(format!(
-            "no model: pass --model DIR, a diffusers folder such as a download of {} (there is no \
-             embedded default model yet, and the reference fixture ../shared/fixtures/{name} was not \
-             found either)",
+    let dir = default_model_dir();
+    if dir.join("model_index.json").is_file() {
+        eprintln!(
+            "note: no --model given, using the embedded shapes-world model {}\n      \
+             (trained by unclip on captions like \"a large red circle in the top left\"; pass \
+             --model DIR with a diffusers folder such as a download of {} for other pictures)",
+            dir.display(),
             kind.checkpoint()
-        )
-        .into()),
+        );
+        return Ok(dir);
     }
+    Err(format!(
+        "no model: pass --model DIR, a diffusers folder such as a download of {} (the embedded \
+         default model {} is missing from this checkout)",
+        kind.checkpoint(),
+        dir.display()
+    )
+    .into())
 }
 
 /// Loads a pipeline from `dir` with `builder` (which may already hold components).

@@ -22,6 +22,9 @@ use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
+mod shapes;
+mod shapes_eval;
+
 /// The reference configs, shared with the PyTorch script.
 const PRIOR_CONFIG: &str = include_str!("../bench/configs/prior.json");
 const DECODER_CONFIG: &str = include_str!("../bench/configs/decoder.json");
@@ -73,6 +76,12 @@ enum Task {
         #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
         devices: Vec<String>,
     },
+    /// Train CLIP, prior, decoder and two upsamplers on the shapes world (resumable).
+    TrainShapes(shapes::TrainArgs),
+    /// Assemble a `train-shapes` run into a diffusers folder.
+    ExportShapes(shapes::ExportArgs),
+    /// Measure a shapes model through the pipeline (oracle fidelity, variations, interpolation).
+    EvalShapes(shapes_eval::EvalArgs),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
     BenchPrior(BenchOpts),
     /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
@@ -92,6 +101,9 @@ fn main() {
             devices,
         } => bench_clip(batch, iters, &devices),
         Task::BenchPrior(o) => bench_model(Model::Prior, &o),
+        Task::TrainShapes(a) => exit_on_error(shapes::train(&a)),
+        Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
+        Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }
@@ -417,5 +429,12 @@ fn bench_clip(batch: usize, iters: usize, devices: &[String]) {
         let m = median(times);
         let base = *baseline.get_or_insert(m);
         println!("| {name} | {m:.1} | {:.2} |", m / base);
+    }
+}
+
+fn exit_on_error(r: Result<(), shapes::Error>) {
+    if let Err(e) = r {
+        eprintln!("error: {e}");
+        std::process::exit(1);
     }
 }

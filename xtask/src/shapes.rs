@@ -1,0 +1,723 @@
+//! `train-shapes`: trains the whole unCLIP stack on the captioned shapes world
+//! (`unclip-shapes`) with each stage's own training code, and `export-shapes` assembles the
+//! result into a diffusers folder (`model_index.json` + one folder per component) that
+//! `unclip::UnclipBuilder::from_pretrained` reads.
+//!
+//! Stages (each resumable from its checkpoint folder under `--run`):
+//!
+//! | stage   | model                                   | data                                   |
+//! |---------|-----------------------------------------|----------------------------------------|
+//! | `clip`  | CLIP, text + ViT (32x32, patch 4), E=64 | captions + 32x32 renders, contrastive   |
+//! | `prior` | PriorTransformer (x0 prediction)        | CLIP text -> CLIP image embeddings      |
+//! | `decoder` | text_proj + UNet2DConditionModel 32x32 | images + CLIP image embeddings + text |
+//! | `sr1`   | UNet2DModel 32 -> 64, crops of 16        | 64x64 renders, blurred low-res input    |
+//! | `sr2`   | UNet2DModel 64 -> 128, crops of 32       | 128x128 renders, BSR-degraded low-res   |
+//!
+//! Batches are drawn from `Dataset::new(seed + step, Split::Train)`, so a resumed run sees the
+//! same data it would have seen (optimizer moments restart on resume; see the trainers).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
+use indicatif::{ProgressBar, ProgressStyle};
+use unclip_clip::{
+    ClipBatch, ClipConfig, ClipImageProcessor, ClipModel, ClipTextModelWithProjection,
+    ClipTrainer, ClipVisionModelWithProjection, Rgb8, l2_normalize,
+};
+use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
+use unclip_decoder::{
+    TextConditioning, TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel,
+    UnCLIPTextProjModel,
+};
+use unclip_diffusion::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
+use unclip_prior::train::{PriorBatch, PriorTrainer, TrainConfig};
+use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
+use unclip_shapes::{
+    Attributes, Background, Colour, Dataset, Example, Position, Scene, Shape, Size, Split,
+    caption, combinations,
+};
+use unclip_tokenizer::ClipTokenizer;
+use unclip_upsampler::degrade::LowResAugmentation;
+use unclip_upsampler::train::{SuperResTrainConfig, SuperResTrainer, TrainSchedule};
+use unclip_upsampler::{UNet2DConfig, UNet2DModel};
+
+pub type Error = Box<dyn std::error::Error>;
+
+const CLIP_CONFIG: &str = include_str!("../shapes/clip.json");
+const PRIOR_CONFIG: &str = include_str!("../shapes/prior.json");
+const DECODER_CONFIG: &str = include_str!("../shapes/decoder.json");
+const TEXT_PROJ_CONFIG: &str = include_str!("../shapes/text_proj.json");
+const SR1_CONFIG: &str = include_str!("../shapes/super_res_1.json");
+const SR2_CONFIG: &str = include_str!("../shapes/super_res_2.json");
+
+/// The base (decoder and CLIP) resolution.
+pub const BASE: u32 = 32;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct TrainArgs {
+    /// Stages to run, in order: clip, prior, decoder, sr1, sr2.
+    #[arg(long, value_delimiter = ',', default_value = "clip,prior,decoder,sr1,sr2")]
+    pub stages: Vec<String>,
+    /// The run folder (one checkpoint folder per stage).
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// The CLIP tokenizer folder (vocab.json + merges.txt, Karlo's tokenizer files).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Steps per stage (the totals; a resumed stage continues up to them).
+    #[arg(long, default_value_t = 2000)]
+    pub clip_steps: u64,
+    #[arg(long, default_value_t = 3000)]
+    pub prior_steps: u64,
+    #[arg(long, default_value_t = 3000)]
+    pub decoder_steps: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub sr1_steps: u64,
+    #[arg(long, default_value_t = 1500)]
+    pub sr2_steps: u64,
+    #[arg(long, default_value_t = 64)]
+    pub clip_batch: usize,
+    #[arg(long, default_value_t = 64)]
+    pub prior_batch: usize,
+    #[arg(long, default_value_t = 16)]
+    pub decoder_batch: usize,
+    #[arg(long, default_value_t = 8)]
+    pub sr_batch: usize,
+    /// Checkpoint every N steps.
+    #[arg(long, default_value_t = 250)]
+    pub save_every: u64,
+}
+
+/// Examples of step `step` of a stage: a fresh seeded draw from the training split.
+fn batch(seed: u64, stage: u64, step: u64, n: usize) -> Vec<Example> {
+    let s = seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(stage << 40)
+        .wrapping_add(step);
+    Dataset::new(s, Split::Train).sample(n)
+}
+
+/// Renders `[B, 3, side, side]` in `[-1, 1]`.
+pub fn images_signed(examples: &[Example], side: u32, device: &Device) -> Tensor<4> {
+    let s = side as usize;
+    let mut v = Vec::with_capacity(examples.len() * 3 * s * s);
+    for e in examples {
+        v.extend(e.scene.render_planar_signed(side));
+    }
+    Tensor::from_data(TensorData::new(v, [examples.len(), 3, s, s]), device)
+}
+
+/// CLIP pixel values `[B, 3, 32, 32]` of the examples through the image processor (the same
+/// path as `UnclipPipeline::encode_images`).
+pub fn clip_pixels(
+    processor: &ClipImageProcessor,
+    examples: &[Example],
+    device: &Device,
+) -> Result<Tensor<4>, Error> {
+    let rgb: Vec<Rgb8> = examples
+        .iter()
+        .map(|e| {
+            let img = e.scene.render(BASE);
+            Rgb8 {
+                width: img.width() as usize,
+                height: img.height() as usize,
+                data: img.into_raw(),
+            }
+        })
+        .collect();
+    Ok(processor.preprocess_rgb(&rgb, device)?)
+}
+
+/// Token ids and mask `[B, 77]` of captions.
+pub fn tokens(
+    tok: &ClipTokenizer,
+    captions: &[String],
+    device: &Device,
+) -> Result<(Tensor<2, Int>, Tensor<2, Int>), Error> {
+    let enc = tok.encode_batch(captions)?;
+    let (b, l) = (enc.ids.len(), enc.context_length);
+    let ids: Vec<i64> = enc.ids.into_iter().flatten().collect();
+    let mask: Vec<i64> = enc.attention_mask.into_iter().flatten().collect();
+    Ok((
+        Tensor::from_data(TensorData::new(ids, [b, l]), device),
+        Tensor::from_data(TensorData::new(mask, [b, l]), device),
+    ))
+}
+
+/// CLIP text conditioning of captions: `(text_embeds [B, E], last_hidden_state [B, L, E],
+/// mask [B, L])`.
+pub fn encode_text(
+    tok: &ClipTokenizer,
+    text: &ClipTextModelWithProjection,
+    captions: &[String],
+    device: &Device,
+) -> Result<(Tensor<2>, Tensor<3>, Tensor<2, Bool>), Error> {
+    let (ids, mask) = tokens(tok, captions, device)?;
+    // Without the padding mask, as the unCLIP pipelines call the text encoder (the causal mask
+    // makes the pooled output and the real tokens' states the same either way).
+    let (embeds, out) = text.forward(ids, None);
+    Ok((embeds, out.last_hidden_state, mask.equal_elem(1)))
+}
+
+fn clip_config() -> ClipConfig {
+    serde_json::from_str(CLIP_CONFIG).expect("embedded CLIP config")
+}
+
+fn bar(total: u64, done: u64, name: &str) -> ProgressBar {
+    let pb = ProgressBar::new(total);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{name:>8} [{{bar:30}}] {{pos}}/{{len}} {{msg}} ({{elapsed}}, eta {{eta}})"
+        ))
+        .expect("template"),
+    );
+    pb.set_position(done);
+    pb
+}
+
+/// Appends `step,loss` lines to `dir/losses.csv` and prints every `every` steps.
+struct LossLog {
+    file: std::fs::File,
+    name: &'static str,
+    start: Instant,
+    window: Vec<f32>,
+}
+
+impl LossLog {
+    fn open(dir: &Path, name: &'static str) -> Result<Self, Error> {
+        std::fs::create_dir_all(dir)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("losses.csv"))?;
+        Ok(LossLog {
+            file,
+            name,
+            start: Instant::now(),
+            window: Vec::new(),
+        })
+    }
+
+    fn log(&mut self, step: u64, loss: f32, pb: &ProgressBar) -> Result<(), Error> {
+        writeln!(self.file, "{step},{loss}")?;
+        self.window.push(loss);
+        pb.set_position(step);
+        if step.is_multiple_of(50) {
+            let mean = self.window.iter().sum::<f32>() / self.window.len() as f32;
+            pb.set_message(format!("loss {mean:.4}"));
+            println!(
+                "{} step {step} loss(mean of last {}) {mean:.5} [{:.0} s]",
+                self.name,
+                self.window.len(),
+                self.start.elapsed().as_secs_f64()
+            );
+            self.window.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Linear warm-up over the first `warmup` steps.
+fn warmup_lr(lr: f64, step: u64, warmup: u64) -> f64 {
+    lr * ((step + 1) as f64 / warmup as f64).min(1.0)
+}
+
+pub fn train(args: &TrainArgs) -> Result<(), Error> {
+    let tok = ClipTokenizer::from_dir(&args.tokenizer)?;
+    for stage in &args.stages {
+        let t0 = Instant::now();
+        match stage.as_str() {
+            "clip" => train_clip(args, &tok)?,
+            "prior" => train_prior(args, &tok)?,
+            "decoder" => train_decoder(args, &tok)?,
+            "sr1" => train_sr(args, 1)?,
+            "sr2" => train_sr(args, 2)?,
+            other => return Err(format!("unknown stage {other:?}").into()),
+        }
+        println!("stage {stage} done in {:.0} s", t0.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ClipState {
+    step: u64,
+}
+
+fn train_clip(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
+    let dir = args.run.join("clip");
+    let cfg = clip_config();
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    let state_path = dir.join("state.json");
+    let (model, start) = if state_path.is_file() {
+        let st: ClipState = unclip_nn::read_json(&state_path)?;
+        (ClipModel::from_pretrained(&dir, &plain)?, st.step)
+    } else {
+        plain.seed(args.seed);
+        (ClipModel::new(&cfg, &plain), 0)
+    };
+    if start >= args.clip_steps {
+        println!("clip: already at step {start}");
+        return Ok(());
+    }
+    let model = model.to_device(&device).train();
+    let lr = 1e-3;
+    let mut trainer = ClipTrainer::new(model, lr, 0.1);
+    let processor = ClipImageProcessor::for_size(BASE as usize);
+    let pb = bar(args.clip_steps, start, "clip");
+    let mut log = LossLog::open(&dir, "clip")?;
+    for step in start..args.clip_steps {
+        let t0 = Instant::now();
+        let ex = batch(args.seed, 1, step, args.clip_batch);
+        let captions: Vec<String> = ex.iter().map(|e| e.caption.clone()).collect();
+        let (ids, mask) = tokens(tok, &captions, &device)?;
+        let pixel_values = clip_pixels(&processor, &ex, &device)?;
+        let t1 = Instant::now();
+        trainer.lr = warmup_lr(lr, step, 100);
+        let loss = trainer.step(ClipBatch {
+            input_ids: ids,
+            attention_mask: Some(mask),
+            pixel_values,
+        });
+        if std::env::var("UNCLIP_TIMING").is_ok() {
+            eprintln!("data {:?} step {:?}", t1 - t0, t1.elapsed());
+        }
+        log.log(step + 1, loss, &pb)?;
+        if (step + 1) % args.save_every == 0 || step + 1 == args.clip_steps {
+            trainer.model().valid().save_pretrained(&cfg, &dir)?;
+            unclip_nn::write_json(&state_path, &ClipState { step: step + 1 })?;
+        }
+    }
+    pb.finish();
+    let clip = trainer.into_model().valid();
+    let report = clip_zero_shot(&clip, tok, 2, &plain)?;
+    println!("{report}");
+    std::fs::write(dir.join("zero_shot.md"), &report)?;
+    Ok(())
+}
+
+/// Loads the trained CLIP towers from the run.
+fn load_clip(
+    run: &Path,
+    device: &Device,
+) -> Result<(ClipTextModelWithProjection, ClipVisionModelWithProjection), Error> {
+    Ok(ClipModel::from_pretrained(run.join("clip"), device)?.into_towers())
+}
+
+/// Held-out test scenes: every held-out combination on both backgrounds, `per` jittered draws
+/// each.
+pub fn held_out_scenes(per: usize, seed: u64) -> Vec<(Attributes, Scene)> {
+    use rand::SeedableRng;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for a in combinations(Split::HeldOut) {
+        for bg in Background::all() {
+            for _ in 0..per {
+                out.push((a, Scene::random_with_background(a, bg, &mut rng)));
+            }
+        }
+    }
+    out
+}
+
+/// CLIP zero-shot accuracy per attribute on held-out images: for each attribute, the candidate
+/// texts are the canonical caption with that attribute set to each of its values (the others
+/// true); "all four" is retrieval among the canonical captions of every combination.
+pub fn clip_zero_shot(
+    clip: &ClipModel,
+    tok: &ClipTokenizer,
+    per: usize,
+    device: &Device,
+) -> Result<String, Error> {
+    let scenes = held_out_scenes(per, 99);
+    let processor = ClipImageProcessor::for_size(BASE as usize);
+    let examples: Vec<Example> = scenes
+        .iter()
+        .map(|(a, s)| Example {
+            scene: s.clone(),
+            caption: caption(a, 0),
+            template: 0,
+        })
+        .collect();
+    let mut img = Vec::new();
+    for chunk in examples.chunks(64) {
+        img.push(l2_normalize(
+            clip.image_features(clip_pixels(&processor, chunk, device)?),
+        ));
+    }
+    let img = Tensor::cat(img, 0); // [N, E]
+    let text_emb = |captions: &[String]| -> Result<Tensor<2>, Error> {
+        let mut out = Vec::new();
+        for chunk in captions.chunks(64) {
+            let (ids, mask) = tokens(tok, chunk, device)?;
+            out.push(l2_normalize(clip.text_features(ids, Some(mask))));
+        }
+        Ok(Tensor::cat(out, 0))
+    };
+    let n = scenes.len();
+    let mut correct = [0usize; 5];
+    // Per attribute: candidates vary one attribute.
+    type Variants = fn(&Attributes) -> Vec<Attributes>;
+    let variants: [(&str, Variants); 4] = [
+        ("shape", |a| {
+            Shape::all().iter().map(|&s| Attributes { shape: s, ..*a }).collect()
+        }),
+        ("colour", |a| {
+            Colour::all().iter().map(|&c| Attributes { colour: c, ..*a }).collect()
+        }),
+        ("size", |a| {
+            Size::all().iter().map(|&s| Attributes { size: s, ..*a }).collect()
+        }),
+        ("position", |a| {
+            Position::all().iter().map(|&p| Attributes { position: p, ..*a }).collect()
+        }),
+    ];
+    for (k, (_, f)) in variants.iter().enumerate() {
+        for (i, (a, _)) in scenes.iter().enumerate() {
+            let cands = f(a);
+            let caps: Vec<String> = cands.iter().map(|c| caption(c, 0)).collect();
+            let t = text_emb(&caps)?; // [K, E]
+            let logits = img.clone().slice([i..i + 1]).matmul(t.transpose()); // [1, K]
+            let best = logits.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| format!("{e:?}"))?[0] as usize;
+            if cands[best] == *a {
+                correct[k] += 1;
+            }
+        }
+    }
+    let all: Vec<Attributes> = Attributes::all();
+    let caps: Vec<String> = all.iter().map(|c| caption(c, 0)).collect();
+    let t = text_emb(&caps)?; // [324, E]
+    let best = img.matmul(t.transpose()).argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| format!("{e:?}"))?;
+    for (i, (a, _)) in scenes.iter().enumerate() {
+        if all[best[i] as usize] == *a {
+            correct[4] += 1;
+        }
+    }
+    let pct = |c: usize| 100.0 * c as f64 / n as f64;
+    Ok(format!(
+        "CLIP zero-shot on {n} held-out images ({} held-out combinations x 2 backgrounds x {per}):\n\
+         | shape | colour | size | position | all four (retrieval among {} captions) |\n\
+         |---|---|---|---|---|\n\
+         | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% |\n",
+        combinations(Split::HeldOut).len(),
+        all.len(),
+        pct(correct[0]),
+        pct(correct[1]),
+        pct(correct[2]),
+        pct(correct[3]),
+        pct(correct[4])
+    ))
+}
+
+/// `(text conditioning, image embeddings)` of a batch through the frozen CLIP.
+#[allow(clippy::type_complexity)]
+fn clip_batch(
+    tok: &ClipTokenizer,
+    text: &ClipTextModelWithProjection,
+    vision: &ClipVisionModelWithProjection,
+    processor: &ClipImageProcessor,
+    ex: &[Example],
+    device: &Device,
+) -> Result<((Tensor<2>, Tensor<3>, Tensor<2, Bool>), Tensor<2>), Error> {
+    let captions: Vec<String> = ex.iter().map(|e| e.caption.clone()).collect();
+    let t = encode_text(tok, text, &captions, device)?;
+    let (img, _) = vision.forward(clip_pixels(processor, ex, device)?);
+    Ok((t, img))
+}
+
+fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
+    let dir = args.run.join("prior");
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    let (text, vision) = load_clip(&args.run, &plain)?;
+    let processor = ClipImageProcessor::for_size(BASE as usize);
+    let (ue, uh, um) = encode_text(tok, &text, &[String::new()], &plain)?;
+    let uncond = PriorConditioning {
+        proj_embedding: ue,
+        encoder_hidden_states: Some(uh),
+        attention_mask: Some(um),
+    };
+    let mut trainer = if dir.join("trainer_state.json").is_file() {
+        PriorTrainer::resume(&dir, uncond, &device)?
+    } else {
+        let cfg: PriorTransformerConfig = serde_json::from_str(PRIOR_CONFIG)?;
+        plain.seed(args.seed + 2);
+        let mut model = PriorTransformer::new(&cfg, &plain)?;
+        // clip_mean / clip_std: statistics of the training images' CLIP embeddings.
+        let mut embs = Vec::new();
+        for i in 0..32 {
+            let ex = batch(args.seed, 100, i, 64);
+            embs.push(vision.forward(clip_pixels(&processor, &ex, &plain)?).0);
+        }
+        let embs = Tensor::cat(embs, 0); // [2048, E]
+        let mean = embs.clone().mean_dim(0); // [1, E]
+        let std = (embs - mean.clone()).powi_scalar(2).mean_dim(0).sqrt(); // [1, E]
+        model.clip_mean = Param::from_tensor(mean);
+        model.clip_std = Param::from_tensor(std);
+        let config = TrainConfig {
+            learning_rate: 3e-4,
+            ema_decay: Some(0.995),
+            cond_drop_prob: 0.1,
+            num_train_timesteps: 1000,
+            seed: args.seed + 3,
+        };
+        PriorTrainer::new(model, uncond, config, &device)?
+    };
+    let start = trainer.step;
+    let pb = bar(args.prior_steps, start, "prior");
+    let mut log = LossLog::open(&dir, "prior")?;
+    for step in start..args.prior_steps {
+        let ex = batch(args.seed, 2, step, args.prior_batch);
+        let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
+        let loss = trainer.train_step(&PriorBatch {
+            image_embeddings: img,
+            cond: PriorConditioning {
+                proj_embedding: e,
+                encoder_hidden_states: Some(h),
+                attention_mask: Some(m),
+            },
+        })?;
+        log.log(step + 1, loss, &pb)?;
+        if (step + 1) % args.save_every == 0 || step + 1 == args.prior_steps {
+            trainer.save_checkpoint(&dir)?;
+        }
+    }
+    pb.finish();
+    Ok(())
+}
+
+fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
+    let dir = args.run.join("decoder");
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    let (text, vision) = load_clip(&args.run, &plain)?;
+    let processor = ClipImageProcessor::for_size(BASE as usize);
+    let (ue, uh, um) = encode_text(tok, &text, &[String::new()], &plain)?;
+    let uncond = TextConditioning {
+        prompt_embeds: ue,
+        hidden_states: uh,
+        mask: um,
+    };
+    let mut trainer = if dir.join("trainer_state.json").is_file() {
+        DecoderTrainer::resume(&dir, uncond, &device)?
+    } else {
+        let ucfg: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG)?;
+        let tcfg: TextProjConfig = serde_json::from_str(TEXT_PROJ_CONFIG)?;
+        plain.seed(args.seed + 4);
+        let unet = UNet2DConditionModel::new(&ucfg, &plain)?;
+        let text_proj = UnCLIPTextProjModel::new(&tcfg, &plain);
+        let config = DecoderTrainConfig {
+            learning_rate: 1e-3,
+            ema_decay: Some(0.995),
+            seed: args.seed + 5,
+            ..DecoderTrainConfig::default()
+        };
+        DecoderTrainer::new(text_proj, unet, uncond, config, &device)?
+    };
+    let base_lr = trainer.config.learning_rate;
+    let start = trainer.step;
+    let pb = bar(args.decoder_steps, start, "decoder");
+    let mut log = LossLog::open(&dir, "decoder")?;
+    for step in start..args.decoder_steps {
+        let ex = batch(args.seed, 3, step, args.decoder_batch);
+        let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
+        trainer.config.learning_rate = warmup_lr(base_lr, step, 200);
+        let losses = trainer.train_step(&DecoderBatch {
+            images: images_signed(&ex, BASE, &plain),
+            image_embeddings: img,
+            text: TextConditioning {
+                prompt_embeds: e,
+                hidden_states: h,
+                mask: m,
+            },
+        })?;
+        log.log(step + 1, losses.loss, &pb)?;
+        if (step + 1) % args.save_every == 0 || step + 1 == args.decoder_steps {
+            trainer.config.learning_rate = base_lr;
+            trainer.save_checkpoint(&dir)?;
+        }
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// The super-resolution stage `k` (1: 32 -> 64, 2: 64 -> 128).
+pub fn sr_train_config(k: usize, seed: u64) -> SuperResTrainConfig {
+    let base = SuperResTrainConfig {
+        learning_rate: 1e-3,
+        weight_decay: 0.0,
+        ema_decay: Some(0.995),
+        num_train_timesteps: 1000,
+        scale_factor: 2,
+        crop_size: None,
+        seed: seed + 10 + k as u64,
+        ..SuperResTrainConfig::stage_64_to_256()
+    };
+    if k == 1 {
+        base
+    } else {
+        SuperResTrainConfig {
+            schedule: TrainSchedule::Linear {
+                beta_start: 1e-4,
+                beta_end: 0.02,
+            },
+            augmentation: LowResAugmentation::bsr_256_to_1024(),
+            ..base
+        }
+    }
+}
+
+fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
+    let name = if k == 1 { "sr1" } else { "sr2" };
+    let dir = args.run.join(name);
+    let plain = Device::flex();
+    let device = plain.clone().autodiff();
+    let side = BASE << k; // 64 or 128
+    let steps = if k == 1 { args.sr1_steps } else { args.sr2_steps };
+    let mut trainer = if dir.join("trainer_state.json").is_file() {
+        SuperResTrainer::resume(&dir, &device)?
+    } else {
+        let cfg: UNet2DConfig = serde_json::from_str(if k == 1 { SR1_CONFIG } else { SR2_CONFIG })?;
+        plain.seed(args.seed + 6 + k as u64);
+        SuperResTrainer::new(UNet2DModel::new(&cfg, &plain)?, sr_train_config(k, args.seed), &device)?
+    };
+    let base_lr = trainer.config.learning_rate;
+    let start = trainer.step;
+    let pb = bar(steps, start, name);
+    let mut log = LossLog::open(&dir, if k == 1 { "sr1" } else { "sr2" })?;
+    for step in start..steps {
+        let ex = batch(args.seed, 3 + k as u64, step, args.sr_batch);
+        trainer.config.learning_rate = warmup_lr(base_lr, step, 100);
+        let losses = trainer.train_step(&images_signed(&ex, side, &plain))?;
+        log.log(step + 1, losses.loss, &pb)?;
+        if (step + 1) % args.save_every == 0 || step + 1 == steps {
+            trainer.config.learning_rate = base_lr;
+            trainer.save_checkpoint(&dir)?;
+        }
+    }
+    pb.finish();
+    Ok(())
+}
+
+/// The scheduler configs written with the exported model: the training schedules, with
+/// Karlo's sampling settings (clipped x0; the decoder's learned variance).
+pub fn scheduler_configs(seed: u64) -> [(&'static str, SchedulerConfig); 4] {
+    let prior = SchedulerConfig {
+        clip_sample: true,
+        clip_sample_range: 5.0,
+        variance_type: VarianceType::FixedSmallLog,
+        ..PriorTrainer::scheduler_config(&TrainConfig::default())
+    };
+    let decoder = SchedulerConfig {
+        clip_sample: true,
+        clip_sample_range: 1.0,
+        prediction_type: PredictionType::Epsilon,
+        variance_type: VarianceType::LearnedRange,
+        beta_schedule: BetaSchedule::SquaredcosCapV2,
+        ..DecoderTrainer::scheduler_config(&DecoderTrainConfig::default())
+    };
+    let sr = |k| SchedulerConfig {
+        clip_sample: true,
+        clip_sample_range: 1.0,
+        ..SuperResTrainer::scheduler_config(&sr_train_config(k, seed))
+    };
+    [
+        ("prior_scheduler", prior),
+        ("decoder_scheduler", decoder),
+        ("super_res_scheduler", sr(1)),
+        ("super_res_2_scheduler", sr(2)),
+    ]
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ExportArgs {
+    /// The run folder written by `train-shapes`.
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// The CLIP tokenizer folder the run was trained with (copied into the model).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Where to write the diffusers folder.
+    #[arg(long, default_value = "models/shapes")]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+fn copy_files(from: &Path, to: &Path, names: &[&str]) -> Result<(), Error> {
+    std::fs::create_dir_all(to)?;
+    for n in names {
+        std::fs::copy(from.join(n), to.join(n))
+            .map_err(|e| format!("copying {}: {e}", from.join(n).display()))?;
+    }
+    Ok(())
+}
+
+/// Assembles the trained stages into one diffusers folder.
+pub fn export(args: &ExportArgs) -> Result<(), Error> {
+    let out = &args.out;
+    let plain = Device::flex();
+    std::fs::create_dir_all(out)?;
+    let cfg = clip_config();
+    let (text, vision) = load_clip(&args.run, &plain)?;
+    text.save_pretrained(&cfg.text(), out.join("text_encoder"))?;
+    vision.save_pretrained(&cfg.vision(), out.join("image_encoder"))?;
+    let tok_files: Vec<&str> = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
+        .into_iter()
+        .filter(|n| args.tokenizer.join(n).is_file())
+        .collect();
+    if args.tokenizer.canonicalize()? != out.join("tokenizer").canonicalize().unwrap_or_default() {
+        copy_files(&args.tokenizer, &out.join("tokenizer"), &tok_files)?;
+    }
+    unclip_nn::write_json(
+        out.join("feature_extractor").join("preprocessor_config.json"),
+        &serde_json::json!({
+            "image_processor_type": "CLIPImageProcessor",
+            "do_resize": true, "size": {"shortest_edge": BASE}, "resample": 3,
+            "do_center_crop": true, "crop_size": {"height": BASE, "width": BASE},
+            "do_rescale": true, "rescale_factor": 1.0 / 255.0,
+            "do_normalize": true,
+            "image_mean": [0.48145466, 0.4578275, 0.40821073],
+            "image_std": [0.26862954, 0.26130258, 0.27577711]
+        }),
+    )?;
+    let weights = ["config.json", "diffusion_pytorch_model.safetensors"];
+    copy_files(&args.run.join("prior"), &out.join("prior"), &weights)?;
+    copy_files(&args.run.join("decoder/decoder"), &out.join("decoder"), &weights)?;
+    copy_files(&args.run.join("decoder/text_proj"), &out.join("text_proj"), &weights)?;
+    copy_files(&args.run.join("sr1"), &out.join("super_res_first"), &weights)?;
+    copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
+    for (name, sc) in scheduler_configs(args.seed) {
+        let mut v = serde_json::to_value(&sc)?;
+        if let Some(m) = v.as_object_mut() {
+            m.insert("_class_name".into(), "UnCLIPScheduler".into());
+        }
+        unclip_nn::write_json(out.join(name).join("scheduler_config.json"), &v)?;
+    }
+    let index = serde_json::json!({
+        "_class_name": "UnCLIPPipeline",
+        "_unclip_note": "trained by `cargo run -p xtask -- train-shapes` on the unclip-shapes world",
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "text_encoder": ["transformers", "CLIPTextModelWithProjection"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "feature_extractor": ["transformers", "CLIPImageProcessor"],
+        "prior": ["diffusers", "PriorTransformer"],
+        "prior_scheduler": ["diffusers", "UnCLIPScheduler"],
+        "text_proj": ["unclip", "UnCLIPTextProjModel"],
+        "decoder": ["diffusers", "UNet2DConditionModel"],
+        "decoder_scheduler": ["diffusers", "UnCLIPScheduler"],
+        "super_res_first": ["diffusers", "UNet2DModel"],
+        "super_res_scheduler": ["diffusers", "UnCLIPScheduler"],
+        "super_res_2": ["unclip", "UNet2DModel"],
+        "super_res_2_scheduler": ["diffusers", "UnCLIPScheduler"]
+    });
+    unclip_nn::write_json(out.join("model_index.json"), &index)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,294 @@
+//! `eval-shapes`: measures a shapes model (by default the embedded `models/shapes`) through
+//! the public pipeline, as a user runs it:
+//!
+//! - caption fidelity: text -> image for the canonical caption of every held-out combination
+//!   and of as many seen ones, scored by the pixel oracle (per attribute and all four);
+//! - variations: held-out renders -> variations, oracle agreement with the input's attributes;
+//! - interpolation: frames between two renders with different attributes, read by the oracle
+//!   (the first frames should read as image A, the last as image B);
+//! - contact sheets of each, written as PNG.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use burn::tensor::Device;
+use image::RgbImage;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use unclip::{Control, Settings, UnclipBuilder, UnclipPipeline};
+use unclip_shapes::{
+    Attributes, Background, Scene, Score, Split, caption, combinations, contact_sheet, oracle,
+};
+
+use crate::shapes::Error;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalArgs {
+    /// The model folder.
+    #[arg(long, default_value = "models/shapes")]
+    pub model: PathBuf,
+    /// Images per combination.
+    #[arg(long, default_value_t = 2)]
+    pub per_combo: usize,
+    /// Seen (training) combinations to score, drawn at random (the held-out ones are all
+    /// scored).
+    #[arg(long, default_value_t = 40)]
+    pub seen: usize,
+    /// Prompts per pipeline call.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    #[arg(long)]
+    pub decoder_steps: Option<usize>,
+    #[arg(long)]
+    pub prior_steps: Option<usize>,
+    #[arg(long)]
+    pub super_res_steps: Option<usize>,
+    #[arg(long)]
+    pub decoder_guidance: Option<f32>,
+    #[arg(long)]
+    pub prior_guidance: Option<f32>,
+    /// Skip the variations and interpolation checks.
+    #[arg(long)]
+    pub text_only: bool,
+    /// Where to write the contact sheets (none when absent).
+    #[arg(long)]
+    pub sheets: Option<PathBuf>,
+    /// Write the report (markdown) here as well as to stdout.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// Per-attribute tallies.
+#[derive(Default, Debug, Clone, Copy)]
+pub struct Tally {
+    pub n: usize,
+    pub shape: usize,
+    pub colour: usize,
+    pub size: usize,
+    pub position: usize,
+    pub all: usize,
+}
+
+impl Tally {
+    pub fn add(&mut self, s: &Score) {
+        self.n += 1;
+        self.shape += s.shape as usize;
+        self.colour += s.colour as usize;
+        self.size += s.size as usize;
+        self.position += s.position as usize;
+        self.all += s.all() as usize;
+    }
+
+    fn pct(&self, c: usize) -> f64 {
+        100.0 * c as f64 / self.n.max(1) as f64
+    }
+
+    pub fn row(&self, name: &str) -> String {
+        format!(
+            "| {name} | {} | {:.1}% | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
+            self.n,
+            self.pct(self.shape),
+            self.pct(self.colour),
+            self.pct(self.size),
+            self.pct(self.position),
+            self.pct(self.all)
+        )
+    }
+}
+
+fn settings(args: &EvalArgs) -> Settings {
+    let d = Settings::default();
+    Settings {
+        decoder_steps: args.decoder_steps.unwrap_or(d.decoder_steps),
+        prior_steps: args.prior_steps.unwrap_or(d.prior_steps),
+        super_res_steps: args.super_res_steps.unwrap_or(d.super_res_steps),
+        decoder_guidance_scale: args.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
+        prior_guidance_scale: args.prior_guidance.unwrap_or(d.prior_guidance_scale),
+        ..d
+    }
+}
+
+/// Generates the canonical caption of each combination `per` times and scores the images.
+/// Returns the tally and the images (in order).
+pub fn caption_fidelity(
+    pipe: &mut UnclipPipeline,
+    combos: &[Attributes],
+    per: usize,
+    batch: usize,
+) -> Result<(Tally, Vec<RgbImage>), Error> {
+    let prompts: Vec<(Attributes, String)> = (0..per)
+        .flat_map(|_| combos.iter().map(|a| (*a, caption(a, 0))))
+        .collect();
+    let mut tally = Tally::default();
+    let mut images = Vec::new();
+    for (k, chunk) in prompts.chunks(batch).enumerate() {
+        pipe.settings.seed = 1000 + k as u64;
+        let texts: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
+        let out = pipe.text_to_image(&texts, &mut |_| Control::Continue)?;
+        for (img, (a, _)) in out.to_rgb8()?.into_iter().zip(chunk) {
+            tally.add(&oracle::score(&img, a));
+            images.push(img);
+        }
+        eprint!(".");
+    }
+    eprintln!();
+    Ok((tally, images))
+}
+
+pub fn eval(args: &EvalArgs) -> Result<(), Error> {
+    let t0 = std::time::Instant::now();
+    let mut pipe = UnclipBuilder::new()
+        .device(Device::flex())
+        .from_pretrained(&args.model)
+        .settings(settings(args))
+        .build()?;
+    let s = pipe.settings.clone();
+    let mut report = String::new();
+    writeln!(
+        report,
+        "Model `{}`; settings: prior {} steps (guidance {}), decoder {} steps (guidance {}), \
+         super-resolution {} steps per stage; canonical captions (\"a {{size}} {{colour}} {{shape}} \
+         in the {{position}}\"), {} image(s) per combination.\n",
+        args.model.display(),
+        s.prior_steps,
+        s.prior_guidance_scale,
+        s.decoder_steps,
+        s.decoder_guidance_scale,
+        s.super_res_steps,
+        args.per_combo
+    )?;
+    let held = combinations(Split::HeldOut);
+    let mut seen = combinations(Split::Train);
+    seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    seen.truncate(args.seen);
+    let (th, ih) = caption_fidelity(&mut pipe, &held, args.per_combo, args.batch)?;
+    let (ts, is) = caption_fidelity(&mut pipe, &seen, args.per_combo, args.batch)?;
+    writeln!(report, "Caption fidelity (oracle on the final images):\n")?;
+    writeln!(
+        report,
+        "| combinations | images | shape | colour | size | position | all four |"
+    )?;
+    writeln!(report, "|---|---|---|---|---|---|---|")?;
+    writeln!(report, "{}", th.row("held out"))?;
+    writeln!(report, "{}", ts.row("seen"))?;
+    if let Some(dir) = &args.sheets {
+        std::fs::create_dir_all(dir)?;
+        let n = held.len().min(24);
+        contact_sheet(&ih[..n], 8, 2).save(dir.join("shapes_held_out.png"))?;
+        contact_sheet(&is[..n.min(is.len())], 8, 2).save(dir.join("shapes_seen.png"))?;
+    }
+    if !args.text_only {
+        pipe.settings.seed = 5;
+        // Variations of held-out renders.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let side = 128;
+        let inputs: Vec<(Attributes, RgbImage)> = held
+            .iter()
+            .take(16)
+            .map(|a| (*a, Scene::random(*a, &mut rng).render(side)))
+            .collect();
+        let per = 3;
+        let mut tally = Tally::default();
+        let mut sheet = Vec::new();
+        for chunk in inputs.chunks(4) {
+            let imgs: Vec<RgbImage> = chunk.iter().map(|(_, i)| i.clone()).collect();
+            let out = pipe.variations(&imgs, per, &mut |_| Control::Continue)?.to_rgb8()?;
+            // Output order: image-major (per_image variations of each input in turn).
+            for (i, (a, input)) in chunk.iter().enumerate() {
+                sheet.push(input.clone());
+                for v in &out[i * per..(i + 1) * per] {
+                    tally.add(&oracle::score(v, a));
+                    sheet.push(v.clone());
+                }
+            }
+        }
+        writeln!(
+            report,
+            "\nVariations of {} held-out renders ({per} each): agreement of the oracle's reading \
+             with the input's attributes:\n",
+            inputs.len()
+        )?;
+        writeln!(
+            report,
+            "| inputs | variations | shape | colour | size | position | all four |"
+        )?;
+        writeln!(report, "|---|---|---|---|---|---|---|")?;
+        writeln!(report, "{}", tally.row(&inputs.len().to_string()))?;
+        if let Some(dir) = &args.sheets {
+            contact_sheet(&sheet[..sheet.len().min(32)], 1 + per, 2)
+                .save(dir.join("shapes_variations.png"))?;
+        }
+        // Interpolation between two renders with every attribute different.
+        let pairs = [
+            (
+                Attributes::all()[0],
+                Attributes::all()[Attributes::COUNT - 1],
+            ),
+            (Attributes::all()[40], Attributes::all()[250]),
+            (Attributes::all()[100], Attributes::all()[300]),
+        ];
+        let frames = 7;
+        let mut strips = Vec::new();
+        let mut ends_ok = 0;
+        let mut moves = Vec::new();
+        for (a, b) in pairs {
+            let ia = Scene::new(a, Background::Black).render(side);
+            let ib = Scene::new(b, Background::Black).render(side);
+            let emb = pipe.encode_images(&[ia.clone(), ib.clone()])?;
+            let ea = emb.clone().slice([0..1]);
+            let eb = emb.slice([1..2]);
+            let gens = pipe.interpolate(ea, eb, frames, &mut |_| Control::Continue)?;
+            let mut row = vec![ia.clone()];
+            let mut from_a = Vec::new();
+            for g in &gens {
+                let img = g.to_rgb8()?.remove(0);
+                // Fraction of attributes matching A minus matching B, in [-1, 1].
+                let (sa, sb) = (oracle::score(&img, &a), oracle::score(&img, &b));
+                from_a.push(sa.count() as f64 / 4.0 - sb.count() as f64 / 4.0);
+                row.push(img);
+            }
+            row.push(ib);
+            if from_a.first().copied().unwrap_or(0.0) > 0.0
+                && from_a.last().copied().unwrap_or(0.0) < 0.0
+            {
+                ends_ok += 1;
+            }
+            moves.push(from_a);
+            strips.extend(row);
+        }
+        writeln!(
+            report,
+            "\nInterpolation ({frames} frames, x_T fixed) between renders A and B that differ in every \
+             attribute; per frame (matching attributes of A - matching of B) / 4, +1 = reads as A, \
+             -1 = reads as B:\n"
+        )?;
+        for (i, m) in moves.iter().enumerate() {
+            let cells: Vec<String> = m.iter().map(|v| format!("{v:+.2}")).collect();
+            writeln!(
+                report,
+                "- {} -> {}: {}",
+                caption(&pairs[i].0, 0),
+                caption(&pairs[i].1, 0),
+                cells.join(" ")
+            )?;
+        }
+        writeln!(
+            report,
+            "\n{ends_ok}/{} strips start reading as A and end reading as B.",
+            pairs.len()
+        )?;
+        if let Some(dir) = &args.sheets {
+            contact_sheet(&strips, frames + 2, 2).save(dir.join("shapes_interpolation.png"))?;
+        }
+    }
+    writeln!(
+        report,
+        "\n(eval wall time {:.0} s, flex backend)",
+        t0.elapsed().as_secs_f64()
+    )?;
+    println!("{report}");
+    if let Some(p) = &args.report {
+        std::fs::write(p, &report)?;
+    }
+    Ok(())
+}
