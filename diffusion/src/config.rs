@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use unclip_nn::LoadError;
 
@@ -37,7 +37,7 @@ pub enum VarianceType {
 }
 
 /// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PredictionType {
     /// The noise `eps`.
@@ -46,6 +46,7 @@ pub enum PredictionType {
     Sample,
     /// `v = sqrt(a) eps - sqrt(1-a) x0` (Salimans & Ho). An extension: diffusers' UnCLIPScheduler
     /// rejects it, DDPM/DDIM accept it.
+    #[serde(rename = "v_prediction")]
     VPrediction,
 }
 

@@ -10,8 +10,9 @@
 //!    scale), augmented by [`LowResAugmentation`] ([`crate::degrade`]: Gaussian blur for 64 -> 256,
 //!    BSR degradation for 256 -> 1024) and clamped to `[-1, 1]` like the decoder's output;
 //! 3. `up = resize_bicubic_antialias(low, [c, c])`, as `sample_super_res` upsamples its input;
-//! 4. the UNet predicts eps from `cat([x_t, up], 1)` (`[B, 2C, c, c]`); the loss is the MSE on
-//!    eps (`fixed_small_log` variance, Karlo's super-resolution scheduler), with the cosine
+//! 4. the UNet predicts eps (or x_0, [`SuperResTrainConfig::prediction_type`]) from
+//!    `cat([x_t, up], 1)` (`[B, 2C, c, c]`); the loss is the MSE on its target
+//!    (`fixed_small_log` variance, Karlo's super-resolution scheduler), with the cosine
 //!    schedule or, for the 256 -> 1024 stage, a linear one ([`TrainSchedule`]).
 //!
 //! AdamW, an EMA of the weights, atomic checkpoints in the diffusers layout and resume, as in
@@ -83,6 +84,10 @@ pub enum TrainSchedule {
     Linear { beta_start: f64, beta_end: f64 },
 }
 
+fn eps() -> PredictionType {
+    PredictionType::Epsilon
+}
+
 /// Settings of a super-resolution training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SuperResTrainConfig {
@@ -95,6 +100,13 @@ pub struct SuperResTrainConfig {
     /// Diffusion steps of the noise schedule.
     pub num_train_timesteps: usize,
     pub schedule: TrainSchedule,
+    /// What the UNet predicts: `epsilon` (Karlo's super-resolution models) or `sample` (x_0).
+    /// With few sampling steps from `t = T - 1` an eps model must be accurate to ~1e-5 there
+    /// (x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a), sqrt(a_999) = 4.9e-5 for the cosine schedule),
+    /// or the first clipped x_0 puts a colour cast into every later step; an x_0 model has no
+    /// such amplification. Written to the scheduler config the model is sampled with.
+    #[serde(default = "eps")]
+    pub prediction_type: PredictionType,
     /// Ratio of the high- to the low-resolution side (4 for 64 -> 256 and 256 -> 1024).
     pub scale_factor: usize,
     /// Side of the training crops; `None`: a quarter of the images' side.
@@ -114,6 +126,7 @@ impl SuperResTrainConfig {
             ema_decay: Some(0.9999),
             num_train_timesteps: 1000,
             schedule: TrainSchedule::SquaredcosCapV2,
+            prediction_type: PredictionType::Epsilon,
             scale_factor: 4,
             crop_size: None,
             augmentation: LowResAugmentation::blur_64_to_256(),
@@ -280,7 +293,8 @@ impl SuperResTrainer {
         })
     }
 
-    /// The training schedule: eps prediction, `fixed_small_log` variance, the configured betas.
+    /// The training schedule: the configured prediction type and betas, `fixed_small_log`
+    /// variance.
     pub fn scheduler_config(config: &SuperResTrainConfig) -> SchedulerConfig {
         let (beta_schedule, beta_start, beta_end) = match config.schedule {
             TrainSchedule::SquaredcosCapV2 => (BetaSchedule::SquaredcosCapV2, 0.0001, 0.02),
@@ -294,7 +308,7 @@ impl SuperResTrainer {
             beta_schedule,
             beta_start,
             beta_end,
-            prediction_type: PredictionType::Epsilon,
+            prediction_type: config.prediction_type,
             variance_type: VarianceType::FixedSmallLog,
             ..SchedulerConfig::default()
         }

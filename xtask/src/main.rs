@@ -82,6 +82,8 @@ enum Task {
     ExportShapes(shapes::ExportArgs),
     /// Measure a shapes model through the pipeline (oracle fidelity, variations, interpolation).
     EvalShapes(shapes_eval::EvalArgs),
+    /// Measure a crop-trained super-resolution stage of a shapes run on full images.
+    EvalSr(shapes_eval::EvalSrArgs),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
     BenchPrior(BenchOpts),
     /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
@@ -104,6 +106,7 @@ fn main() {
         Task::TrainShapes(a) => exit_on_error(shapes::train(&a)),
         Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
         Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
+        Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }

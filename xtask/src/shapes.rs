@@ -64,17 +64,18 @@ pub struct TrainArgs {
     /// The run folder (one checkpoint folder per stage).
     #[arg(long, default_value = "runs/shapes")]
     pub run: PathBuf,
-    /// The CLIP tokenizer folder (vocab.json + merges.txt, Karlo's tokenizer files).
-    #[arg(long)]
+    /// The CLIP tokenizer folder (vocab.json + merges.txt; `models/shapes/tokenizer` is CLIP's
+    /// BPE with a 24-token context).
+    #[arg(long, default_value = "models/shapes/tokenizer")]
     pub tokenizer: PathBuf,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Steps per stage (the totals; a resumed stage continues up to them).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 1600)]
     pub clip_steps: u64,
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 1200)]
     pub prior_steps: u64,
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2600)]
     pub decoder_steps: u64,
     #[arg(long, default_value_t = 1500)]
     pub sr1_steps: u64,
@@ -227,6 +228,12 @@ fn warmup_lr(lr: f64, step: u64, warmup: u64) -> f64 {
     lr * ((step + 1) as f64 / warmup as f64).min(1.0)
 }
 
+/// Warm-up, then a cosine decay to 5% of `lr` at `total` steps.
+fn cosine_lr(lr: f64, step: u64, warmup: u64, total: u64) -> f64 {
+    let cos = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total.max(1) as f64).cos());
+    warmup_lr(lr, step, warmup) * (0.05 + 0.95 * cos)
+}
+
 pub fn train(args: &TrainArgs) -> Result<(), Error> {
     let tok = ClipTokenizer::from_dir(&args.tokenizer)?;
     for stage in &args.stages {
@@ -273,21 +280,16 @@ fn train_clip(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let pb = bar(args.clip_steps, start, "clip");
     let mut log = LossLog::open(&dir, "clip")?;
     for step in start..args.clip_steps {
-        let t0 = Instant::now();
         let ex = batch(args.seed, 1, step, args.clip_batch);
         let captions: Vec<String> = ex.iter().map(|e| e.caption.clone()).collect();
         let (ids, mask) = tokens(tok, &captions, &device)?;
         let pixel_values = clip_pixels(&processor, &ex, &device)?;
-        let t1 = Instant::now();
-        trainer.lr = warmup_lr(lr, step, 100);
+        trainer.lr = cosine_lr(lr, step, 100, args.clip_steps);
         let loss = trainer.step(ClipBatch {
             input_ids: ids,
             attention_mask: Some(mask),
             pixel_values,
         });
-        if std::env::var("UNCLIP_TIMING").is_ok() {
-            eprintln!("data {:?} step {:?}", t1 - t0, t1.elapsed());
-        }
         log.log(step + 1, loss, &pb)?;
         if (step + 1) % args.save_every == 0 || step + 1 == args.clip_steps {
             trainer.model().valid().save_pretrained(&cfg, &dir)?;
@@ -469,11 +471,13 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         };
         PriorTrainer::new(model, uncond, config, &device)?
     };
+    let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
     let pb = bar(args.prior_steps, start, "prior");
     let mut log = LossLog::open(&dir, "prior")?;
     for step in start..args.prior_steps {
         let ex = batch(args.seed, 2, step, args.prior_batch);
+        trainer.config.learning_rate = cosine_lr(base_lr, step, 100, args.prior_steps);
         let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
         let loss = trainer.train_step(&PriorBatch {
             image_embeddings: img,
@@ -485,6 +489,7 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         })?;
         log.log(step + 1, loss, &pb)?;
         if (step + 1) % args.save_every == 0 || step + 1 == args.prior_steps {
+            trainer.config.learning_rate = base_lr;
             trainer.save_checkpoint(&dir)?;
         }
     }
@@ -513,7 +518,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         let unet = UNet2DConditionModel::new(&ucfg, &plain)?;
         let text_proj = UnCLIPTextProjModel::new(&tcfg, &plain);
         let config = DecoderTrainConfig {
-            learning_rate: 1e-3,
+            learning_rate: 6e-4,
             ema_decay: Some(0.995),
             seed: args.seed + 5,
             ..DecoderTrainConfig::default()
@@ -527,7 +532,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     for step in start..args.decoder_steps {
         let ex = batch(args.seed, 3, step, args.decoder_batch);
         let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
-        trainer.config.learning_rate = warmup_lr(base_lr, step, 200);
+        trainer.config.learning_rate = cosine_lr(base_lr, step, 200, args.decoder_steps);
         let losses = trainer.train_step(&DecoderBatch {
             images: images_signed(&ex, BASE, &plain),
             image_embeddings: img,
@@ -556,6 +561,8 @@ pub fn sr_train_config(k: usize, seed: u64) -> SuperResTrainConfig {
         num_train_timesteps: 1000,
         scale_factor: 2,
         crop_size: None,
+        // x_0 prediction: sampled in few steps from t = 999 (see the field's docs).
+        prediction_type: PredictionType::Sample,
         seed: seed + 10 + k as u64,
         ..SuperResTrainConfig::stage_64_to_256()
     };
@@ -641,7 +648,7 @@ pub struct ExportArgs {
     #[arg(long, default_value = "runs/shapes")]
     pub run: PathBuf,
     /// The CLIP tokenizer folder the run was trained with (copied into the model).
-    #[arg(long)]
+    #[arg(long, default_value = "models/shapes/tokenizer")]
     pub tokenizer: PathBuf,
     /// Where to write the diffusers folder.
     #[arg(long, default_value = "models/shapes")]

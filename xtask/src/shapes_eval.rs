@@ -292,3 +292,162 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     }
     Ok(())
 }
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalSrArgs {
+    /// The run folder written by `train-shapes`.
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// Stage: 1 (32 -> 64) or 2 (64 -> 128).
+    #[arg(long, default_value_t = 1)]
+    pub stage: usize,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 7)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 16)]
+    pub images: usize,
+    /// The stage's folder name in the run (default sr1 / sr2).
+    #[arg(long)]
+    pub folder: Option<String>,
+    /// Write a sheet (rows: target, bicubic, sample) here.
+    #[arg(long)]
+    pub sheet: Option<PathBuf>,
+}
+
+/// A crop-trained super-resolution stage on full held-out images: MSE of its samples and of
+/// the plain bicubic upsample against the full-resolution render (in [-1, 1]), and the oracle
+/// on both.
+pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
+    use unclip_diffusion::{SeededNoise, UnCLIPScheduler};
+    use unclip_upsampler::{
+        SuperResRequest, UNet2DModel, resize_bicubic_antialias, sample_super_res,
+    };
+    let device = Device::flex();
+    let default = if args.stage == 1 { "sr1" } else { "sr2" };
+    let name = args.folder.as_deref().unwrap_or(default);
+    let model = UNet2DModel::from_pretrained(args.run.join(name), &device)?;
+    let side = crate::shapes::BASE << args.stage;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let held = combinations(Split::HeldOut);
+    let scenes: Vec<(Attributes, Scene)> = (0..args.images)
+        .map(|i| {
+            let a = held[i % held.len()];
+            (a, Scene::random(a, &mut rng))
+        })
+        .collect();
+    let examples: Vec<unclip_shapes::Example> = scenes
+        .iter()
+        .map(|(a, s)| unclip_shapes::Example {
+            scene: s.clone(),
+            caption: caption(a, 0),
+            template: 0,
+        })
+        .collect();
+    let target = crate::shapes::images_signed(&examples, side, &device); // [N, 3, S, S]
+    let s = side as usize;
+    let low = resize_bicubic_antialias(target.clone(), [s / 2, s / 2]).clamp(-1.0, 1.0);
+    let bicubic = resize_bicubic_antialias(low.clone(), [s, s]).clamp(-1.0, 1.0);
+    // The run's own training schedule, sampled as the exported model is (clipped x_0).
+    let state: unclip_upsampler::train::SuperResTrainerState =
+        unclip_nn::read_json(args.run.join(name).join("trainer_state.json"))?;
+    let mut scheduler = UnCLIPScheduler::new(unclip_diffusion::SchedulerConfig {
+        clip_sample: true,
+        clip_sample_range: 1.0,
+        ..unclip_upsampler::SuperResTrainer::scheduler_config(&state.train)
+    });
+    // Denoising error at fixed timesteps, on the full images and on their centre crops of the
+    // training size (a quarter of the side): MSE of the model's prediction against its target
+    // (eps or x_0, as the scheduler config says).
+    {
+        use unclip_diffusion::{NoiseSource, TrainingObjective};
+        let obj = TrainingObjective::new(scheduler.config());
+        let c = s / 4;
+        let x0_model = obj.prediction_type() == unclip_diffusion::PredictionType::Sample;
+        let mut line = format!(
+            "{} MSE at t (full image / centre crop of the training size):",
+            if x0_model { "x_0" } else { "eps" }
+        );
+        for t in [1usize, 10, 50, 200, 500, 900, 999] {
+            let mut noise = SeededNoise::new(t as u64);
+            let n = target.dims()[0];
+            let eps = noise.randn([n, 3, s, s], &device)?;
+            let ts = vec![t; n];
+            let xt = obj.noisy_input(target.clone(), eps.clone(), &ts)?;
+            let tt = burn::tensor::Tensor::<1>::from_floats(vec![t as f32; n].as_slice(), &device);
+            let full = model.forward(burn::tensor::Tensor::cat(vec![xt.clone(), bicubic.clone()], 1), tt.clone())?;
+            let want = if x0_model { target.clone() } else { eps.clone() };
+            let full_mse = (full - want.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            let o = (s - c) / 2;
+            let crop = |x: burn::tensor::Tensor<4>| x.slice([0..n, 0..3, o..o + c, o..o + c]);
+            let out = model.forward(
+                burn::tensor::Tensor::cat(vec![crop(xt), crop(bicubic.clone())], 1),
+                tt,
+            )?;
+            let crop_mse = (out - crop(want)).powi_scalar(2).mean().into_scalar::<f32>();
+            line.push_str(&format!(" t={t}: {full_mse:.4}/{crop_mse:.4}"));
+        }
+        println!("{line}");
+    }
+    let t0 = std::time::Instant::now();
+    let x = sample_super_res(
+        &model,
+        &model,
+        &mut scheduler,
+        SuperResRequest {
+            image_small: low,
+            num_inference_steps: args.steps,
+            latents: None,
+            output_size: Some([s, s]),
+        },
+        &mut SeededNoise::new(1),
+        &mut |info: &unclip_upsampler::StepInfo<'_>| {
+            let x0 = (info.pred_original.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            let xs = (info.sample.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            println!("step {} t={}: x0-pred MSE {x0:.4}, sample MSE {xs:.4}", info.index, info.timestep);
+            std::ops::ControlFlow::Continue(())
+        },
+    )?
+    .clamp(-1.0, 1.0);
+    let secs = t0.elapsed().as_secs_f64();
+    let mse = |a: &burn::tensor::Tensor<4>| -> f32 {
+        (a.clone() - target.clone())
+            .powi_scalar(2)
+            .mean()
+            .into_scalar::<f32>()
+    };
+    let to_imgs = |t: burn::tensor::Tensor<4>| -> Result<Vec<RgbImage>, Error> {
+        Ok(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(t))?)
+    };
+    let (ti, bi, xi) = (to_imgs(target.clone())?, to_imgs(bicubic.clone())?, to_imgs(x.clone())?);
+    let mut ob = Tally::default();
+    let mut ox = Tally::default();
+    for (i, (a, _)) in scenes.iter().enumerate() {
+        ob.add(&oracle::score(&bi[i], a));
+        ox.add(&oracle::score(&xi[i], a));
+    }
+    println!(
+        "stage {} ({}x{} from {}x{}, {} steps, {} held-out images, sampled in {secs:.1} s):\n\
+         MSE vs the full-resolution render ([-1, 1] scale): sample {:.4}, bicubic {:.4}\n\
+         | input | images | shape | colour | size | position | all four |\n|---|---|---|---|---|---|---|\n{}\n{}",
+        args.stage,
+        s,
+        s,
+        s / 2,
+        s / 2,
+        args.steps,
+        args.images,
+        mse(&x),
+        mse(&bicubic),
+        ob.row("bicubic"),
+        ox.row("sample")
+    );
+    if let Some(p) = &args.sheet {
+        let n = args.images.min(8);
+        let mut tiles = Vec::new();
+        tiles.extend_from_slice(&ti[..n]);
+        tiles.extend_from_slice(&bi[..n]);
+        tiles.extend_from_slice(&xi[..n]);
+        contact_sheet(&tiles, n, 2).save(p)?;
+    }
+    Ok(())
+}
