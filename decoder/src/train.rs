@@ -260,6 +260,10 @@ impl UnCLIPTextProjModel {
 // The decoder trainer.
 // ---------------------------------------------------------------------------------------------
 
+fn epsilon() -> PredictionType {
+    PredictionType::Epsilon
+}
+
 /// Settings of a decoder training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DecoderTrainConfig {
@@ -278,6 +282,12 @@ pub struct DecoderTrainConfig {
     pub vlb_weight: f32,
     /// Diffusion steps of the noise schedule (cosine, Karlo's decoder scheduler).
     pub num_train_timesteps: usize,
+    /// What the UNet's first `C` channels predict: `epsilon` (Karlo) or `sample` (x_0). An eps
+    /// model sampled from `t = 999` must be accurate to ~1e-5 there (x_0 = (x_t - sqrt(1 - a)
+    /// eps) / sqrt(a), sqrt(a_999) = 4.9e-5), or the first clipped x_0 is noise the later steps
+    /// keep; a small, briefly trained decoder is not, an x_0 model has no such amplification.
+    #[serde(default = "epsilon")]
+    pub prediction_type: PredictionType,
     /// Seed of the host RNG (timesteps, noise, dropout).
     pub seed: u64,
 }
@@ -292,6 +302,7 @@ impl Default for DecoderTrainConfig {
             caption_drop_prob: 0.5,
             vlb_weight: 0.001,
             num_train_timesteps: 1000,
+            prediction_type: PredictionType::Epsilon,
             seed: 0,
         }
     }
@@ -497,13 +508,13 @@ impl DecoderTrainer {
         })
     }
 
-    /// The training schedule: Karlo's decoder scheduler (`squaredcos_cap_v2`, eps prediction,
-    /// learned-range variance).
+    /// The training schedule: Karlo's decoder scheduler (`squaredcos_cap_v2`, learned-range
+    /// variance) with the configured prediction type (Karlo: eps).
     pub fn scheduler_config(config: &DecoderTrainConfig) -> SchedulerConfig {
         SchedulerConfig {
             num_train_timesteps: config.num_train_timesteps,
             beta_schedule: BetaSchedule::SquaredcosCapV2,
-            prediction_type: PredictionType::Epsilon,
+            prediction_type: config.prediction_type,
             variance_type: VarianceType::LearnedRange,
             ..SchedulerConfig::default()
         }

@@ -84,6 +84,8 @@ enum Task {
     EvalShapes(shapes_eval::EvalArgs),
     /// Measure a crop-trained super-resolution stage of a shapes run on full images.
     EvalSr(shapes_eval::EvalSrArgs),
+    /// Measure the decoder of a shapes run on held-out renders (true embeddings).
+    EvalDecoder(shapes_eval::EvalDecoderArgs),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
     BenchPrior(BenchOpts),
     /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
@@ -107,6 +109,7 @@ fn main() {
         Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
         Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
         Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
+        Task::EvalDecoder(a) => exit_on_error(shapes_eval::eval_decoder(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }

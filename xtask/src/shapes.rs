@@ -510,7 +510,23 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         mask: um,
     };
     let mut trainer = if dir.join("trainer_state.json").is_file() {
-        DecoderTrainer::resume(&dir, uncond, &device)?
+        let t = DecoderTrainer::resume(&dir, uncond.clone(), &device)?;
+        if t.config.prediction_type != PredictionType::Sample {
+            // A run started with eps prediction (the committed model's first 1000 steps):
+            // continue from its weights with x_0 prediction (fresh optimizer and EMA).
+            println!("decoder: switching the run from eps to x_0 prediction at step {}", t.step);
+            let step = t.step;
+            let config = DecoderTrainConfig {
+                prediction_type: PredictionType::Sample,
+                ..t.config.clone()
+            };
+            let models = t.models.valid();
+            let mut t = DecoderTrainer::new(models.text_proj, models.unet, uncond, config, &device)?;
+            t.step = step;
+            t
+        } else {
+            t
+        }
     } else {
         let ucfg: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG)?;
         let tcfg: TextProjConfig = serde_json::from_str(TEXT_PROJ_CONFIG)?;
@@ -520,6 +536,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         let config = DecoderTrainConfig {
             learning_rate: 6e-4,
             ema_decay: Some(0.995),
+            prediction_type: PredictionType::Sample,
             seed: args.seed + 5,
             ..DecoderTrainConfig::default()
         };
@@ -624,10 +641,12 @@ pub fn scheduler_configs(seed: u64) -> [(&'static str, SchedulerConfig); 4] {
     let decoder = SchedulerConfig {
         clip_sample: true,
         clip_sample_range: 1.0,
-        prediction_type: PredictionType::Epsilon,
         variance_type: VarianceType::LearnedRange,
         beta_schedule: BetaSchedule::SquaredcosCapV2,
-        ..DecoderTrainer::scheduler_config(&DecoderTrainConfig::default())
+        ..DecoderTrainer::scheduler_config(&DecoderTrainConfig {
+            prediction_type: PredictionType::Sample,
+            ..DecoderTrainConfig::default()
+        })
     };
     let sr = |k| SchedulerConfig {
         clip_sample: true,

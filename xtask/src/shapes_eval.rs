@@ -34,6 +34,9 @@ pub struct EvalArgs {
     /// scored).
     #[arg(long, default_value_t = 40)]
     pub seen: usize,
+    /// Held-out combinations to score (default: all 40).
+    #[arg(long)]
+    pub held: Option<usize>,
     /// Prompts per pipeline call.
     #[arg(long, default_value_t = 16)]
     pub batch: usize,
@@ -157,7 +160,8 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
         s.super_res_steps,
         args.per_combo
     )?;
-    let held = combinations(Split::HeldOut);
+    let mut held = combinations(Split::HeldOut);
+    held.truncate(args.held.unwrap_or(held.len()));
     let mut seen = combinations(Split::Train);
     seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
     seen.truncate(args.seen);
@@ -173,7 +177,7 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     writeln!(report, "{}", ts.row("seen"))?;
     if let Some(dir) = &args.sheets {
         std::fs::create_dir_all(dir)?;
-        let n = held.len().min(24);
+        let n = ih.len().min(24);
         contact_sheet(&ih[..n], 8, 2).save(dir.join("shapes_held_out.png"))?;
         contact_sheet(&is[..n.min(is.len())], 8, 2).save(dir.join("shapes_seen.png"))?;
     }
@@ -447,6 +451,121 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
         tiles.extend_from_slice(&ti[..n]);
         tiles.extend_from_slice(&bi[..n]);
         tiles.extend_from_slice(&xi[..n]);
+        contact_sheet(&tiles, n, 2).save(p)?;
+    }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalDecoderArgs {
+    /// The run folder written by `train-shapes`.
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    #[arg(long, default_value_t = 25)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 8)]
+    pub images: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub guidance: f32,
+    #[arg(long)]
+    pub sheet: Option<PathBuf>,
+}
+
+/// The decoder of a run on held-out renders with their true CLIP image embeddings and captions:
+/// denoising error at fixed t, then a sampling trajectory (x_0-prediction MSE per step).
+pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
+    use burn::tensor::Tensor;
+    use unclip_decoder::{
+        DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
+        sample_decoder,
+    };
+    use unclip_diffusion::{NoiseSource, SeededNoise, TrainingObjective, UnCLIPScheduler};
+    let device = Device::flex();
+    let tok = unclip_tokenizer::ClipTokenizer::from_dir("models/shapes/tokenizer")?;
+    let (text, vision) = unclip_clip::ClipModel::from_pretrained(args.run.join("clip"), &device)?
+        .into_towers();
+    let unet = UNet2DConditionModel::from_pretrained(args.run.join("decoder/decoder"), &device)?;
+    let text_proj = UnCLIPTextProjModel::from_pretrained(args.run.join("decoder/text_proj"), &device)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let held = combinations(Split::HeldOut);
+    let examples: Vec<unclip_shapes::Example> = (0..args.images)
+        .map(|i| {
+            let a = held[i * 5 % held.len()];
+            unclip_shapes::Example {
+                scene: Scene::random(a, &mut rng),
+                caption: caption(&a, 0),
+                template: 0,
+            }
+        })
+        .collect();
+    let processor = unclip_clip::ClipImageProcessor::for_size(crate::shapes::BASE as usize);
+    let (e, h, m) = crate::shapes::encode_text(&tok, &text, &examples.iter().map(|e| e.caption.clone()).collect::<Vec<_>>(), &device)?;
+    let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
+    let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
+    let n = examples.len();
+    let sc = crate::shapes::scheduler_configs(0)[1].1.clone();
+    let obj = TrainingObjective::new(&sc);
+    let cond = text_proj.forward(img_emb.clone(), e.clone(), h.clone(), false)?;
+    let mask = text_proj.extend_attention_mask(m.clone());
+    let mut line = String::from("eps MSE / x0 MSE at t:");
+    for t in [10usize, 100, 300, 500, 700, 900, 999] {
+        let eps = SeededNoise::new(t as u64).randn(target.dims(), &device)?;
+        let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![t; n])?;
+        let out = unet.forward(
+            xt.clone(),
+            Tensor::<1>::from_floats(vec![t as f32; n].as_slice(), &device),
+            cond.encoder_hidden_states.clone(),
+            Some(cond.additive_clip_time_embeddings.clone()),
+            Some(mask.clone()),
+        )?;
+        let pred = out.narrow(1, 0, 3);
+        let a = obj.schedule().alphas_cumprod()[t];
+        let (x0, eps_pred) = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
+            let e = (xt - pred.clone() * a.sqrt()) / (1.0 - a).sqrt();
+            (pred.clamp(-1.0, 1.0), e)
+        } else {
+            ((xt - pred.clone() * (1.0 - a).sqrt()) / a.sqrt(), pred)
+        };
+        let x0 = x0.clamp(-1.0, 1.0);
+        let em = (eps_pred - eps).powi_scalar(2).mean().into_scalar::<f32>();
+        let xm = (x0 - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+        line.push_str(&format!(" t={t}: {em:.4}/{xm:.4}"));
+    }
+    println!("{line}");
+    let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
+    let mut scheduler = UnCLIPScheduler::new(sc);
+    let out = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        DecoderRequest {
+            image_embeddings: img_emb,
+            text: TextConditioning { prompt_embeds: e, hidden_states: h, mask: m },
+            uncond_text: (args.guidance > 1.0).then_some(TextConditioning {
+                prompt_embeds: ue,
+                hidden_states: uh,
+                mask: um,
+            }),
+            guidance_scale: args.guidance,
+            num_inference_steps: args.steps,
+            latents: None,
+        },
+        &mut SeededNoise::new(3),
+        &mut |info: &unclip_decoder::StepInfo<'_>| {
+            let x0 = (info.pred_original.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            println!("step {} t={}: x0-pred MSE {x0:.4}", info.index, info.timestep);
+            std::ops::ControlFlow::Continue(())
+        },
+    )?;
+    let imgs = unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(out))?;
+    let mut tally = Tally::default();
+    for (img, ex) in imgs.iter().zip(&examples) {
+        tally.add(&oracle::score(img, &ex.attributes()));
+    }
+    println!("{}", tally.row("reconstruction"));
+    if let Some(p) = &args.sheet {
+        let mut tiles: Vec<RgbImage> = examples.iter().map(|e| e.scene.render(crate::shapes::BASE)).collect();
+        tiles.extend(imgs);
         contact_sheet(&tiles, n, 2).save(p)?;
     }
     Ok(())
