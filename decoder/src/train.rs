@@ -260,6 +260,10 @@ impl UnCLIPTextProjModel {
 // The decoder trainer.
 // ---------------------------------------------------------------------------------------------
 
+fn one() -> f64 {
+    1.0
+}
+
 fn epsilon() -> PredictionType {
     PredictionType::Epsilon
 }
@@ -288,6 +292,18 @@ pub struct DecoderTrainConfig {
     /// keep; a small, briefly trained decoder is not, an x_0 model has no such amplification.
     #[serde(default = "epsilon")]
     pub prediction_type: PredictionType,
+    /// Timesteps are drawn uniformly from `min_timestep..num_train_timesteps` (default 0).
+    /// Raising it for a while trains the high-noise end, where at small resolutions the cosine
+    /// schedule leaves x_t with enough signal below t ~ 900 that a model can ignore its
+    /// conditioning everywhere else (measured on the shapes decoder: x_0 error at t = 500 and
+    /// 800 the same with right, shuffled and no conditioning).
+    #[serde(default)]
+    pub min_timestep: usize,
+    /// Fraction of each batch whose timesteps are drawn from `min_timestep..T`; the other rows
+    /// are drawn from `0..T` (default 1: the whole batch; with `min_timestep` 0 the two are the
+    /// same).
+    #[serde(default = "one")]
+    pub high_noise_fraction: f64,
     /// Seed of the host RNG (timesteps, noise, dropout).
     pub seed: u64,
 }
@@ -303,6 +319,8 @@ impl Default for DecoderTrainConfig {
             vlb_weight: 0.001,
             num_train_timesteps: 1000,
             prediction_type: PredictionType::Epsilon,
+            min_timestep: 0,
+            high_noise_fraction: 1.0,
             seed: 0,
         }
     }
@@ -422,11 +440,21 @@ impl DecoderTrainer {
             config.ema_decay,
             config.num_train_timesteps,
         )?;
+        if config.min_timestep >= config.num_train_timesteps {
+            return Err(DecoderError::InvalidArgument {
+                name: "min_timestep".into(),
+                message: format!(
+                    "{} must be below num_train_timesteps = {}",
+                    config.min_timestep, config.num_train_timesteps
+                ),
+            });
+        }
         check_prob(
             "image_embedding_drop_prob",
             config.image_embedding_drop_prob,
         )?;
         check_prob("caption_drop_prob", config.caption_drop_prob)?;
+        check_prob("high_noise_fraction", config.high_noise_fraction)?;
         if !(config.vlb_weight.is_finite() && config.vlb_weight >= 0.0) {
             return Err(DecoderError::InvalidArgument {
                 name: "vlb_weight".into(),
@@ -562,7 +590,23 @@ impl DecoderTrainer {
         let x0 = batch.images.clone().to_device(&device); // [B, C, S, S]
 
         // Host draws, in this order: timesteps, noise, image-embedding drops, caption drops.
-        let ts = self.objective.sample_timesteps(self.noise.rng_mut(), b);
+        // The first round(b * high_noise_fraction) rows from min_timestep..T, the rest from 0..T.
+        let lo = self.config.min_timestep;
+        let n_high = ((b as f64) * self.config.high_noise_fraction).round() as usize;
+        let t_total = self.config.num_train_timesteps;
+        let mut ts: Vec<usize> = unclip_diffusion::sample_timesteps(
+            self.noise.rng_mut(),
+            n_high,
+            t_total.saturating_sub(lo),
+        )
+        .into_iter()
+        .map(|t| t + lo)
+        .collect();
+        ts.extend(unclip_diffusion::sample_timesteps(
+            self.noise.rng_mut(),
+            b - n_high.min(b),
+            t_total,
+        ));
         let noise = self
             .noise
             .randn([b, c, h, w], &device)

@@ -254,6 +254,29 @@ fn bad_inputs_are_typed_errors() {
         matches!(r, Err(DecoderError::InvalidArgument { .. })),
         "{r:?}"
     );
+    // Timestep range and high-noise fraction out of range.
+    for config in [
+        DecoderTrainConfig {
+            min_timestep: 1000,
+            ..DecoderTrainConfig::default()
+        },
+        DecoderTrainConfig {
+            high_noise_fraction: -0.1,
+            ..DecoderTrainConfig::default()
+        },
+    ] {
+        let r = DecoderTrainer::new(
+            text_proj.clone(),
+            unet.clone(),
+            uncond(&plain),
+            config,
+            &device,
+        );
+        assert!(
+            matches!(r, Err(DecoderError::InvalidArgument { .. })),
+            "{r:?}"
+        );
+    }
     // Two-row empty prompt.
     let u2 = TextConditioning {
         prompt_embeds: Tensor::zeros([2, E], &plain),
@@ -284,4 +307,64 @@ fn bad_inputs_are_typed_errors() {
     // Missing checkpoint folder.
     let r = DecoderTrainer::resume("/nonexistent/unclip-decoder-ckpt", uncond(&plain), &device);
     assert!(matches!(r, Err(DecoderError::Load(_))), "{r:?}");
+}
+
+/// An x_0-prediction decoder trained on near-pure noise (t >= 990, where x_t carries no
+/// information) can only lower its loss through the conditioning: afterwards its x_0 at t = 999 is
+/// closer to the image with the image's own embedding than with another row's.
+#[test]
+fn high_noise_x0_training_learns_to_use_the_conditioning() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    plain.seed(11);
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    let config = DecoderTrainConfig {
+        learning_rate: 3e-3,
+        ema_decay: None,
+        image_embedding_drop_prob: 0.0,
+        caption_drop_prob: 0.0,
+        prediction_type: unclip_diffusion::PredictionType::Sample,
+        min_timestep: 990,
+        seed: 4,
+        ..DecoderTrainConfig::default()
+    };
+    let mut trainer =
+        DecoderTrainer::new(text_proj, unet, uncond(&plain), config, &device).expect("trainer");
+    let data = batch(&plain);
+    for _ in 0..80 {
+        trainer.train_step(&data).expect("step");
+    }
+    let m = trainer.inference_models();
+    let x0_error = |emb: Tensor<2>, text: &TextConditioning| -> f32 {
+        let c = m
+            .text_proj
+            .forward(emb, text.prompt_embeds.clone(), text.hidden_states.clone(), false)
+            .expect("text_proj");
+        let mask = m.text_proj.extend_attention_mask(text.mask.clone());
+        let x_t = host_randn(9, [N, 3, S, S], &plain); // t = 999: x_t is noise
+        let out = m
+            .unet
+            .forward(
+                x_t,
+                Tensor::<1>::from_floats([999.0; N], &plain),
+                c.encoder_hidden_states,
+                Some(c.additive_clip_time_embeddings),
+                Some(mask),
+            )
+            .expect("unet");
+        let x0 = out.narrow(1, 0, 3);
+        (x0 - data.images.clone()).powi_scalar(2).mean().into_scalar::<f32>()
+    };
+    let roll2 = |t: Tensor<2>| Tensor::cat(vec![t.clone().slice([1..N]), t.slice([0..1])], 0);
+    let roll3 = |t: Tensor<3>| Tensor::cat(vec![t.clone().slice([1..N]), t.slice([0..1])], 0);
+    let right = x0_error(data.image_embeddings.clone(), &data.text);
+    let rolled_text = TextConditioning {
+        prompt_embeds: roll2(data.text.prompt_embeds.clone()),
+        hidden_states: roll3(data.text.hidden_states.clone()),
+        mask: data.text.mask.clone(),
+    };
+    let rolled = x0_error(roll2(data.image_embeddings.clone()), &rolled_text);
+    println!("x_0 MSE at t = 999: right conditioning {right:.4}, rolled {rolled:.4}");
+    assert!(right < 0.5 * rolled, "right {right} vs rolled {rolled}");
 }

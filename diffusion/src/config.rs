@@ -50,6 +50,22 @@ pub enum PredictionType {
     VPrediction,
 }
 
+/// Where the inference timesteps of `set_timesteps(n)` lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestepSpacing {
+    /// diffusers' UnCLIPScheduler: `linspace(0, T - 1, n)` rounded, descending; always starts
+    /// at `T - 1`.
+    #[default]
+    Linspace,
+    /// diffusers' `"leading"` spacing (DDPM/DDIM): `(0..n) * (T / n)` descending, so the first
+    /// step is `T - T / n` (e.g. 960 for 25 of 1000 steps). An extension of unclip for the
+    /// UnCLIPScheduler (diffusers' ignores the key): it skips `t = T - 1`, where an
+    /// eps model's x_0 = (x_t - sqrt(1 - a) eps) / sqrt(a) divides by sqrt(a_999) = 4.9e-5
+    /// (cosine schedule) and an x_0 model sees the least training.
+    Leading,
+}
+
 /// A diffusers scheduler configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SchedulerConfig {
@@ -69,6 +85,8 @@ pub struct SchedulerConfig {
     pub dynamic_thresholding_ratio: f32,
     /// Upper bound of the threshold.
     pub sample_max_value: f32,
+    /// Where `set_timesteps` puts the inference timesteps (`timestep_spacing`).
+    pub timestep_spacing: TimestepSpacing,
 }
 
 impl Default for SchedulerConfig {
@@ -86,6 +104,7 @@ impl Default for SchedulerConfig {
             thresholding: false,
             dynamic_thresholding_ratio: 0.995,
             sample_max_value: 1.0,
+            timestep_spacing: TimestepSpacing::Linspace,
         }
     }
 }
@@ -213,6 +232,16 @@ impl SchedulerConfig {
             ],
             "\"epsilon\", \"sample\", \"v_prediction\"",
         )?;
+        let timestep_spacing = enum_field(
+            map,
+            "timestep_spacing",
+            d.timestep_spacing,
+            &[
+                ("linspace", TimestepSpacing::Linspace),
+                ("leading", TimestepSpacing::Leading),
+            ],
+            "\"linspace\", \"leading\"",
+        )?;
         let beta_start = f64_field(map, "beta_start", d.beta_start)?;
         let beta_end = f64_field(map, "beta_end", d.beta_end)?;
         let clip_sample = bool_field(map, "clip_sample", d.clip_sample)?;
@@ -278,6 +307,7 @@ impl SchedulerConfig {
             thresholding,
             dynamic_thresholding_ratio: ratio as f32,
             sample_max_value: sample_max_value as f32,
+            timestep_spacing,
         })
     }
 

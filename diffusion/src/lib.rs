@@ -21,12 +21,13 @@ mod noise;
 mod schedule;
 mod scheduler;
 
-pub use config::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
+pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
 pub use error::{ConfigError, DiffusionError};
 pub use guidance::classifier_free_guidance;
 pub use loss::{HybridLossConfig, LossTerms, T0Likelihood, TrainingObjective, sample_timesteps};
 pub use noise::{NoiseError, NoiseSource, RecordingNoise, ReplayNoise, SeededNoise, randn};
 pub use schedule::{NoiseSchedule, Posterior, cosine_betas};
 pub use scheduler::{
-    Sampler, StepCoefficients, StepOutput, UnCLIPScheduler, dynamic_threshold, unclip_timesteps,
+    Sampler, StepCoefficients, StepOutput, UnCLIPScheduler, dynamic_threshold, leading_timesteps,
+    unclip_timesteps,
 };

@@ -7,7 +7,7 @@
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::config::{PredictionType, SchedulerConfig, VarianceType};
+use crate::config::{PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
 use crate::error::DiffusionError;
 use crate::noise::{NoiseSource, randn};
 use crate::schedule::NoiseSchedule;
@@ -115,7 +115,14 @@ impl UnCLIPScheduler {
     /// Sets `N` inference timesteps: `round_half_even(i * (T-1)/(N-1))` for `i` in `0..N`,
     /// in descending order.
     pub fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<(), DiffusionError> {
-        self.timesteps = unclip_timesteps(self.config.num_train_timesteps, num_inference_steps)?;
+        self.timesteps = match self.config.timestep_spacing {
+            TimestepSpacing::Linspace => {
+                unclip_timesteps(self.config.num_train_timesteps, num_inference_steps)?
+            }
+            TimestepSpacing::Leading => {
+                leading_timesteps(self.config.num_train_timesteps, num_inference_steps)?
+            }
+        };
         Ok(())
     }
 
@@ -485,6 +492,16 @@ fn to_x0_eps_scalar<const D: usize>(
 }
 
 /// `round_half_even(arange(N) * (T-1)/(N-1))`, descending (UnCLIPScheduler.set_timesteps).
+/// diffusers' `"leading"` timesteps: `(0..n) * (T / n)`, descending (`T / n` integer division).
+pub fn leading_timesteps(
+    num_train_timesteps: usize,
+    num_inference_steps: usize,
+) -> Result<Vec<usize>, DiffusionError> {
+    unclip_timesteps(num_train_timesteps, num_inference_steps)?; // the same bounds
+    let ratio = num_train_timesteps / num_inference_steps;
+    Ok((0..num_inference_steps).rev().map(|i| i * ratio).collect())
+}
+
 pub fn unclip_timesteps(
     num_train_timesteps: usize,
     num_inference_steps: usize,

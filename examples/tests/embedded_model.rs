@@ -9,6 +9,7 @@ use unclip::{Control, Settings, UnclipBuilder};
 use unclip_shapes::{Split, caption, combinations, oracle};
 
 #[test]
+#[ignore = "the committed decoder does not draw its captions yet (issue #7, docs/shapes.md): run with --ignored once it does"]
 fn embedded_model_draws_held_out_captions() {
     let dir = unclip_examples::default_model_dir();
     assert!(

@@ -92,6 +92,12 @@ pub struct TrainArgs {
     /// Checkpoint every N steps.
     #[arg(long, default_value_t = 250)]
     pub save_every: u64,
+    /// Decoder: train on timesteps >= this (a high-noise phase; 0 = all).
+    #[arg(long, default_value_t = 0)]
+    pub decoder_min_timestep: usize,
+    /// Decoder: the fraction of each batch drawn from `decoder_min_timestep..T`.
+    #[arg(long, default_value_t = 1.0)]
+    pub decoder_high_noise_fraction: f64,
 }
 
 /// Examples of step `step` of a stage: a fresh seeded draw from the training split.
@@ -542,6 +548,8 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         };
         DecoderTrainer::new(text_proj, unet, uncond, config, &device)?
     };
+    trainer.config.min_timestep = args.decoder_min_timestep;
+    trainer.config.high_noise_fraction = args.decoder_high_noise_fraction;
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
     let pb = bar(args.decoder_steps, start, "decoder");

@@ -469,6 +469,9 @@ pub struct EvalDecoderArgs {
     pub guidance: f32,
     #[arg(long)]
     pub sheet: Option<PathBuf>,
+    /// Inference timestep spacing: linspace (UnCLIPScheduler's) or leading.
+    #[arg(long, default_value = "linspace")]
+    pub spacing: String,
 }
 
 /// The decoder of a run on held-out renders with their true CLIP image embeddings and captions:
@@ -503,7 +506,14 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
     let n = examples.len();
-    let sc = crate::shapes::scheduler_configs(0)[1].1.clone();
+    let mut sc = crate::shapes::scheduler_configs(0)[1].1.clone();
+    let state: unclip_decoder::train::DecoderTrainerState =
+        unclip_nn::read_json(args.run.join("decoder/trainer_state.json"))?;
+    sc.prediction_type = state.train.prediction_type;
+    sc.timestep_spacing = match args.spacing.as_str() {
+        "leading" => unclip_diffusion::TimestepSpacing::Leading,
+        _ => unclip_diffusion::TimestepSpacing::Linspace,
+    };
     let obj = TrainingObjective::new(&sc);
     let cond = text_proj.forward(img_emb.clone(), e.clone(), h.clone(), false)?;
     let mask = text_proj.extend_attention_mask(m.clone());
@@ -532,6 +542,44 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         line.push_str(&format!(" t={t}: {em:.4}/{xm:.4}"));
     }
     println!("{line}");
+    // Does the conditioning matter? x_0 error at t = 999 (x_t carries no signal) with the
+    // right embeddings and captions, with them rolled by one row, and with none (the learned
+    // null image embedding and the empty prompt).
+    {
+        let roll = |t: Tensor<2>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
+        let roll3 = |t: Tensor<3>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
+        for tc in [500usize, 800, 999] {
+        let eps = SeededNoise::new(999).randn(target.dims(), &device)?;
+        let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![tc; n])?;
+        let a = obj.schedule().alphas_cumprod()[tc];
+        let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
+        let null = text_proj.learned_classifier_free_guidance_embeddings.val().reshape([1, img_emb.dims()[1]]).expand(img_emb.dims());
+        for (name, ie, pe, hs, mk) in [
+            ("right", img_emb.clone(), e.clone(), h.clone(), m.clone()),
+            ("rolled", roll(img_emb.clone()), roll(e.clone()), roll3(h.clone()), m.clone()),
+            ("none", null, ue, uh, um),
+        ] {
+            let c = text_proj.forward(ie, pe, hs, false)?;
+            let mk = text_proj.extend_attention_mask(mk);
+            let out = unet.forward(
+                xt.clone(),
+                Tensor::<1>::from_floats(vec![tc as f32; n].as_slice(), &device),
+                c.encoder_hidden_states,
+                Some(c.additive_clip_time_embeddings),
+                Some(mk),
+            )?;
+            let pred = out.narrow(1, 0, 3);
+            let x0 = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
+                pred
+            } else {
+                (xt.clone() - pred * (1.0 - a).sqrt()) / a.sqrt()
+            }
+            .clamp(-1.0, 1.0);
+            let xm = (x0 - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4}");
+        }
+        }
+    }
     let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
     let mut scheduler = UnCLIPScheduler::new(sc);
     let out = sample_decoder(
@@ -568,5 +616,35 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         tiles.extend(imgs);
         contact_sheet(&tiles, n, 2).save(p)?;
     }
+    Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RenderArgs {
+    /// A caption of the shapes world, e.g. "a large red circle in the top left".
+    pub caption: String,
+    #[arg(long, default_value_t = 128)]
+    pub side: u32,
+    /// black or white.
+    #[arg(long, default_value = "black")]
+    pub background: String,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// Renders a caption of the shapes world (no jitter) as a PNG: inputs for the image examples.
+pub fn render(args: &RenderArgs) -> Result<(), Error> {
+    let a = unclip_shapes::parse_caption(&args.caption)
+        .ok_or_else(|| format!("{:?} is not a caption of the shapes world", args.caption))?;
+    let bg = match args.background.as_str() {
+        "black" => Background::Black,
+        "white" => Background::White,
+        other => return Err(format!("background {other:?}: black or white").into()),
+    };
+    if let Some(p) = args.out.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    Scene::new(a, bg).render(args.side).save(&args.out)?;
+    println!("wrote {}", args.out.display());
     Ok(())
 }
