@@ -567,6 +567,24 @@ pub fn dynamic_threshold<const D: usize>(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn leading_spacing_skips_the_last_training_step() {
+        let ts = leading_timesteps(1000, 25).unwrap();
+        assert_eq!(ts.len(), 25);
+        assert_eq!((ts[0], ts[1], ts[24]), (960, 920, 0));
+        let cfg = SchedulerConfig::from_json_str(r#"{"timestep_spacing": "leading"}"#).unwrap();
+        let mut s = UnCLIPScheduler::new(cfg);
+        s.set_timesteps(25).unwrap();
+        assert_eq!(s.timesteps(), ts.as_slice());
+        // The default keeps diffusers' UnCLIPScheduler timesteps (from 999).
+        let mut d = UnCLIPScheduler::new(SchedulerConfig::default());
+        d.set_timesteps(25).unwrap();
+        assert_eq!(d.timesteps()[0], 999);
+        assert!(SchedulerConfig::from_json_str(r#"{"timestep_spacing": "trailing"}"#).is_err());
+        assert!(leading_timesteps(1000, 1).is_err());
+    }
+
     use super::*;
 
     #[test]
