@@ -93,7 +93,10 @@ fn saved_model_and_towers_reload_identically() {
     model.save_pretrained(&cfg, dir.join("clip")).expect("save");
     let reloaded = ClipModel::from_pretrained(dir.join("clip"), &device).expect("reload");
     let ids = Tensor::<2, Int>::from_data(
-        TensorData::new(vec![5i64, 9, 63, 0, 0, 0, 0, 0, 7, 63, 0, 0, 0, 0, 0, 0], [2, 8]),
+        TensorData::new(
+            vec![5i64, 9, 63, 0, 0, 0, 0, 0, 7, 63, 0, 0, 0, 0, 0, 0],
+            [2, 8],
+        ),
         &device,
     );
     let pixels = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
@@ -110,20 +113,27 @@ fn saved_model_and_towers_reload_identically() {
     let expected_text = vec_of(model.text_features(ids.clone(), None));
     let expected_image = vec_of(model.image_features(pixels.clone()));
     let (text, vision) = model.into_towers();
-    text.save_pretrained(&cfg.text(), dir.join("text_encoder")).expect("save text");
+    text.save_pretrained(&cfg.text(), dir.join("text_encoder"))
+        .expect("save text");
     vision
         .save_pretrained(&cfg.vision(), dir.join("image_encoder"))
         .expect("save vision");
-    let text = unclip_clip::ClipTextModelWithProjection::from_pretrained(dir.join("text_encoder"), &device)
-        .expect("reload text");
-    let vision =
-        unclip_clip::ClipVisionModelWithProjection::from_pretrained(dir.join("image_encoder"), &device)
-            .expect("reload vision");
+    let text = unclip_clip::ClipTextModelWithProjection::from_pretrained(
+        dir.join("text_encoder"),
+        &device,
+    )
+    .expect("reload text");
+    let vision = unclip_clip::ClipVisionModelWithProjection::from_pretrained(
+        dir.join("image_encoder"),
+        &device,
+    )
+    .expect("reload vision");
     assert_eq!(vec_of(text.forward(ids, None).0), expected_text);
     assert_eq!(vec_of(vision.forward(pixels).0), expected_image);
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("text_encoder/config.json")).unwrap())
-            .unwrap();
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("text_encoder/config.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(written["architectures"][0], "CLIPTextModelWithProjection");
     assert_eq!(written["hidden_act"], "gelu");
 }

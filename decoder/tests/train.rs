@@ -339,7 +339,12 @@ fn high_noise_x0_training_learns_to_use_the_conditioning() {
     let x0_error = |emb: Tensor<2>, text: &TextConditioning| -> f32 {
         let c = m
             .text_proj
-            .forward(emb, text.prompt_embeds.clone(), text.hidden_states.clone(), false)
+            .forward(
+                emb,
+                text.prompt_embeds.clone(),
+                text.hidden_states.clone(),
+                false,
+            )
             .expect("text_proj");
         let mask = m.text_proj.extend_attention_mask(text.mask.clone());
         let x_t = host_randn(9, [N, 3, S, S], &plain); // t = 999: x_t is noise
@@ -354,7 +359,10 @@ fn high_noise_x0_training_learns_to_use_the_conditioning() {
             )
             .expect("unet");
         let x0 = out.narrow(1, 0, 3);
-        (x0 - data.images.clone()).powi_scalar(2).mean().into_scalar::<f32>()
+        (x0 - data.images.clone())
+            .powi_scalar(2)
+            .mean()
+            .into_scalar::<f32>()
     };
     let roll2 = |t: Tensor<2>| Tensor::cat(vec![t.clone().slice([1..N]), t.slice([0..1])], 0);
     let roll3 = |t: Tensor<3>| Tensor::cat(vec![t.clone().slice([1..N]), t.slice([0..1])], 0);

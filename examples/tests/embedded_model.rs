@@ -47,7 +47,10 @@ fn embedded_model_draws_held_out_captions() {
     for (img, a) in images.iter().zip(&picked) {
         let s = oracle::score(img, a);
         println!("{:?}: {s:?}", caption(a, 0));
-        for (k, ok) in [s.shape, s.colour, s.size, s.position].into_iter().enumerate() {
+        for (k, ok) in [s.shape, s.colour, s.size, s.position]
+            .into_iter()
+            .enumerate()
+        {
             per[k] += ok as usize;
         }
         all += s.all() as usize;

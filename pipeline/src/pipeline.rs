@@ -624,12 +624,14 @@ fn report(
     index: usize,
     total: usize,
     timestep: usize,
+    preview: Option<&Tensor<4>>,
 ) -> ControlFlow<()> {
     match progress(Progress {
         stage,
         step: index + 1,
         total,
         timestep,
+        preview,
     }) {
         Control::Continue => ControlFlow::Continue(()),
         Control::Cancel => ControlFlow::Break(()),
@@ -879,7 +881,7 @@ impl UnclipPipeline {
             &config,
             latents,
             noise,
-            &mut |s| report(progress, Stage::Prior, s.index, s.total, s.timestep),
+            &mut |s| report(progress, Stage::Prior, s.index, s.total, s.timestep, None),
         )
         .map_err(|e| match e {
             unclip_prior::PriorError::Cancelled { .. } => UnclipError::Cancelled {
@@ -923,7 +925,16 @@ impl UnclipPipeline {
                 latents: decoder_latents,
             },
             noise,
-            &mut |s| report(progress, Stage::Decoder, s.index, s.total, s.timestep),
+            &mut |s| {
+                report(
+                    progress,
+                    Stage::Decoder,
+                    s.index,
+                    s.total,
+                    s.timestep,
+                    Some(s.pred_original),
+                )
+            },
         )
         .map_err(|e| stage_error(e, Stage::Decoder))?;
         drop((decoder, text_proj));
@@ -973,7 +984,16 @@ impl UnclipPipeline {
                 output_size: None,
             },
             noise,
-            &mut |s| report(progress, Stage::SuperRes, s.index, s.total, s.timestep),
+            &mut |s| {
+                report(
+                    progress,
+                    Stage::SuperRes,
+                    s.index,
+                    s.total,
+                    s.timestep,
+                    Some(s.pred_original),
+                )
+            },
         )
         .map_err(|e| stage_error(e, Stage::SuperRes))?;
         drop((first, last));
@@ -994,7 +1014,16 @@ impl UnclipPipeline {
                 output_size: None,
             },
             noise,
-            &mut |s| report(progress, Stage::SuperRes2, s.index, s.total, s.timestep),
+            &mut |s| {
+                report(
+                    progress,
+                    Stage::SuperRes2,
+                    s.index,
+                    s.total,
+                    s.timestep,
+                    Some(s.pred_original),
+                )
+            },
         )
         .map_err(|e| stage_error(e, Stage::SuperRes2))?;
         Ok((to_unit_range(y), Some(mid)))
@@ -1052,12 +1081,16 @@ impl UnclipPipeline {
             let out = model
                 .output(x.clone(), t)
                 .map_err(|e| stage_error(e, Stage::Decoder))?;
-            x = scheduler
-                .ddim_step(out, t, x, prev, eta, noise)?
-                .prev_sample;
-            if let std::ops::ControlFlow::Break(()) =
-                report(progress, Stage::Decoder, i, sub.len(), t)
-            {
+            let step = scheduler.ddim_step(out, t, x, prev, eta, noise)?;
+            x = step.prev_sample;
+            if let std::ops::ControlFlow::Break(()) = report(
+                progress,
+                Stage::Decoder,
+                i,
+                sub.len(),
+                t,
+                Some(&step.pred_original_sample),
+            ) {
                 return Err(UnclipError::Cancelled {
                     stage: Stage::Decoder,
                 });

@@ -1,5 +1,6 @@
 //! Progress reporting and cancellation.
 
+use burn::tensor::Tensor;
 use std::fmt;
 
 /// A stage of the pipeline.
@@ -27,8 +28,8 @@ impl fmt::Display for Stage {
 }
 
 /// One finished denoising step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Progress {
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
     /// The stage the step belongs to.
     pub stage: Stage,
     /// 1-based step within the stage.
@@ -37,6 +38,12 @@ pub struct Progress {
     pub total: usize,
     /// The timestep just denoised.
     pub timestep: usize,
+    /// A preview: the step's prediction of the clean image `x_0` `[B, C, H, W]` (after the
+    /// scheduler's clipping, in about `[-1, 1]`; `unclip_upsampler::to_unit_range` and
+    /// `to_rgb8` turn it into pictures) for the image stages (decoder and super-resolution);
+    /// `None` for the prior, whose `x_0` is an embedding. Borrowed for the call only: clone it to
+    /// keep it.
+    pub preview: Option<&'a Tensor<4>>,
 }
 
 /// What the callback wants next.
@@ -50,4 +57,4 @@ pub enum Control {
 
 /// A progress callback: called after every step of every stage; returning [`Control::Cancel`]
 /// stops the call with [`crate::UnclipError::Cancelled`].
-pub type ProgressFn<'a> = dyn FnMut(Progress) -> Control + 'a;
+pub type ProgressFn<'a> = dyn FnMut(Progress<'_>) -> Control + 'a;

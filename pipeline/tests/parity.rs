@@ -88,7 +88,7 @@ fn text_to_image_matches_diffusers() {
     let mut steps = Vec::new();
     let out = pipe
         .text_to_image_with(&prompts, &mut noise, latents, &mut |p| {
-            steps.push(p);
+            steps.push((p.stage, p.step));
             Control::Continue
         })
         .unwrap();

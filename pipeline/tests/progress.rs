@@ -34,16 +34,62 @@ fn expected() -> Vec<(Stage, usize, usize)> {
     v
 }
 
+/// What the tests keep of a [`Progress`] (which borrows its preview for the call only).
+struct Seen {
+    stage: Stage,
+    step: usize,
+    total: usize,
+    timestep: usize,
+}
+
 #[test]
 fn the_callback_sees_every_step_of_every_stage_in_order() {
     let pipe = pipeline();
-    let mut seen: Vec<Progress> = Vec::new();
+    // (stage, step, total, timestep) of every call, and the previews' shapes; the decoder's last
+    // preview is kept.
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut previews: Vec<(Stage, Option<Vec<usize>>)> = Vec::new();
+    let mut last_decoder_preview = None;
     let out = pipe
-        .text_to_image(&["a red circle"], &mut |p| {
-            seen.push(p);
+        .text_to_image(&["a red circle"], &mut |p: Progress<'_>| {
+            seen.push(Seen {
+                stage: p.stage,
+                step: p.step,
+                total: p.total,
+                timestep: p.timestep,
+            });
+            previews.push((p.stage, p.preview.map(|t| t.dims().to_vec())));
+            if p.stage == Stage::Decoder && p.step == p.total {
+                last_decoder_preview = p.preview.cloned();
+            }
             Control::Continue
         })
         .expect("generate");
+    // Previews: none for the prior (an embedding), [B, 3, h, w] for the image stages.
+    for (stage, dims) in &previews {
+        match stage {
+            Stage::Prior => assert_eq!(dims, &None),
+            Stage::Decoder => assert_eq!(dims.as_ref().map(|d| (d[0], d[1])), Some((1, 3))),
+            _ => {
+                let d = dims.as_ref().expect("super-resolution preview");
+                assert_eq!(d[..], out.images.dims()[..]);
+            }
+        }
+    }
+    // The last decoder step's x_0 prediction is the decoder's output: the last step's sample is
+    // `c * x_0` with c = (1 - a_0) / (1 - a_0) computed from two f32 paths (beta_0 and
+    // 1 - alpha_bar_0 ~ 4e-5, which f32 holds to ~1e-3 relative), so they agree to ~1e-3.
+    let last = last_decoder_preview
+        .expect("decoder preview")
+        .clamp(-1.0, 1.0);
+    let diff = (last - out.image_small.clone())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(
+        diff < 2e-3,
+        "last decoder preview differs from image_small by {diff}"
+    );
     assert_eq!(out.images.dims()[0], 1);
     let got: Vec<_> = seen.iter().map(|p| (p.stage, p.step, p.total)).collect();
     assert_eq!(got, expected());

@@ -10,7 +10,9 @@ use unclip::diffusion::{RecordingNoise, ReplayNoise, SeededNoise, UnCLIPSchedule
 use unclip::upsampler::{
     SuperResRequest, UNet2DModel, no_progress, sample_super_res, to_unit_range,
 };
-use unclip::{Control, Generation, Latents, Stage, UnclipBuilder, UnclipError, UnclipPipeline};
+use unclip::{
+    Control, Generation, Latents, Progress, Stage, UnclipBuilder, UnclipError, UnclipPipeline,
+};
 use unclip_testkit::{fixture_dir, test_device};
 
 use common::{
@@ -160,7 +162,7 @@ fn second_stage_reports_progress_cancels_and_follows_the_super_res_setting() {
 
     let mut seen = Vec::new();
     pipe.text_to_image(&["a red circle"], &mut |p| {
-        seen.push(p);
+        seen.push(Progress { preview: None, ..p });
         Control::Continue
     })
     .unwrap();

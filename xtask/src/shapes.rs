@@ -24,8 +24,8 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use unclip_clip::{
-    ClipBatch, ClipConfig, ClipImageProcessor, ClipModel, ClipTextModelWithProjection,
-    ClipTrainer, ClipVisionModelWithProjection, Rgb8, l2_normalize,
+    ClipBatch, ClipConfig, ClipImageProcessor, ClipModel, ClipTextModelWithProjection, ClipTrainer,
+    ClipVisionModelWithProjection, Rgb8, l2_normalize,
 };
 use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
 use unclip_decoder::{
@@ -36,8 +36,8 @@ use unclip_diffusion::{BetaSchedule, PredictionType, SchedulerConfig, VarianceTy
 use unclip_prior::train::{PriorBatch, PriorTrainer, TrainConfig};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_shapes::{
-    Attributes, Background, Colour, Dataset, Example, Position, Scene, Shape, Size, Split,
-    caption, combinations,
+    Attributes, Background, Colour, Dataset, Example, Position, Scene, Shape, Size, Split, caption,
+    combinations,
 };
 use unclip_tokenizer::ClipTokenizer;
 use unclip_upsampler::degrade::LowResAugmentation;
@@ -59,7 +59,11 @@ pub const BASE: u32 = 32;
 #[derive(clap::Args, Debug, Clone)]
 pub struct TrainArgs {
     /// Stages to run, in order: clip, prior, decoder, sr1, sr2.
-    #[arg(long, value_delimiter = ',', default_value = "clip,prior,decoder,sr1,sr2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "clip,prior,decoder,sr1,sr2"
+    )]
     pub stages: Vec<String>,
     /// The run folder (one checkpoint folder per stage).
     #[arg(long, default_value = "runs/shapes")]
@@ -374,16 +378,28 @@ pub fn clip_zero_shot(
     type Variants = fn(&Attributes) -> Vec<Attributes>;
     let variants: [(&str, Variants); 4] = [
         ("shape", |a| {
-            Shape::all().iter().map(|&s| Attributes { shape: s, ..*a }).collect()
+            Shape::all()
+                .iter()
+                .map(|&s| Attributes { shape: s, ..*a })
+                .collect()
         }),
         ("colour", |a| {
-            Colour::all().iter().map(|&c| Attributes { colour: c, ..*a }).collect()
+            Colour::all()
+                .iter()
+                .map(|&c| Attributes { colour: c, ..*a })
+                .collect()
         }),
         ("size", |a| {
-            Size::all().iter().map(|&s| Attributes { size: s, ..*a }).collect()
+            Size::all()
+                .iter()
+                .map(|&s| Attributes { size: s, ..*a })
+                .collect()
         }),
         ("position", |a| {
-            Position::all().iter().map(|&p| Attributes { position: p, ..*a }).collect()
+            Position::all()
+                .iter()
+                .map(|&p| Attributes { position: p, ..*a })
+                .collect()
         }),
     ];
     for (k, (_, f)) in variants.iter().enumerate() {
@@ -392,7 +408,12 @@ pub fn clip_zero_shot(
             let caps: Vec<String> = cands.iter().map(|c| caption(c, 0)).collect();
             let t = text_emb(&caps)?; // [K, E]
             let logits = img.clone().slice([i..i + 1]).matmul(t.transpose()); // [1, K]
-            let best = logits.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| format!("{e:?}"))?[0] as usize;
+            let best = logits
+                .argmax(1)
+                .into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .map_err(|e| format!("{e:?}"))?[0] as usize;
             if cands[best] == *a {
                 correct[k] += 1;
             }
@@ -401,7 +422,13 @@ pub fn clip_zero_shot(
     let all: Vec<Attributes> = Attributes::all();
     let caps: Vec<String> = all.iter().map(|c| caption(c, 0)).collect();
     let t = text_emb(&caps)?; // [324, E]
-    let best = img.matmul(t.transpose()).argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().map_err(|e| format!("{e:?}"))?;
+    let best = img
+        .matmul(t.transpose())
+        .argmax(1)
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .map_err(|e| format!("{e:?}"))?;
     for (i, (a, _)) in scenes.iter().enumerate() {
         if all[best[i] as usize] == *a {
             correct[4] += 1;
@@ -520,14 +547,18 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         if t.config.prediction_type != PredictionType::Sample {
             // A run started with eps prediction (the committed model's first 1000 steps):
             // continue from its weights with x_0 prediction (fresh optimizer and EMA).
-            println!("decoder: switching the run from eps to x_0 prediction at step {}", t.step);
+            println!(
+                "decoder: switching the run from eps to x_0 prediction at step {}",
+                t.step
+            );
             let step = t.step;
             let config = DecoderTrainConfig {
                 prediction_type: PredictionType::Sample,
                 ..t.config.clone()
             };
             let models = t.models.valid();
-            let mut t = DecoderTrainer::new(models.text_proj, models.unet, uncond, config, &device)?;
+            let mut t =
+                DecoderTrainer::new(models.text_proj, models.unet, uncond, config, &device)?;
             t.step = step;
             t
         } else {
@@ -611,13 +642,21 @@ fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
     let plain = Device::flex();
     let device = plain.clone().autodiff();
     let side = BASE << k; // 64 or 128
-    let steps = if k == 1 { args.sr1_steps } else { args.sr2_steps };
+    let steps = if k == 1 {
+        args.sr1_steps
+    } else {
+        args.sr2_steps
+    };
     let mut trainer = if dir.join("trainer_state.json").is_file() {
         SuperResTrainer::resume(&dir, &device)?
     } else {
         let cfg: UNet2DConfig = serde_json::from_str(if k == 1 { SR1_CONFIG } else { SR2_CONFIG })?;
         plain.seed(args.seed + 6 + k as u64);
-        SuperResTrainer::new(UNet2DModel::new(&cfg, &plain)?, sr_train_config(k, args.seed), &device)?
+        SuperResTrainer::new(
+            UNet2DModel::new(&cfg, &plain)?,
+            sr_train_config(k, args.seed),
+            &device,
+        )?
     };
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
@@ -702,15 +741,21 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
     let (text, vision) = load_clip(&args.run, &plain)?;
     text.save_pretrained(&cfg.text(), out.join("text_encoder"))?;
     vision.save_pretrained(&cfg.vision(), out.join("image_encoder"))?;
-    let tok_files: Vec<&str> = ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"]
-        .into_iter()
-        .filter(|n| args.tokenizer.join(n).is_file())
-        .collect();
+    let tok_files: Vec<&str> = [
+        "vocab.json",
+        "merges.txt",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ]
+    .into_iter()
+    .filter(|n| args.tokenizer.join(n).is_file())
+    .collect();
     if args.tokenizer.canonicalize()? != out.join("tokenizer").canonicalize().unwrap_or_default() {
         copy_files(&args.tokenizer, &out.join("tokenizer"), &tok_files)?;
     }
     unclip_nn::write_json(
-        out.join("feature_extractor").join("preprocessor_config.json"),
+        out.join("feature_extractor")
+            .join("preprocessor_config.json"),
         &serde_json::json!({
             "image_processor_type": "CLIPImageProcessor",
             "do_resize": true, "size": {"shortest_edge": BASE}, "resample": 3,
@@ -723,9 +768,21 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
     )?;
     let weights = ["config.json", "diffusion_pytorch_model.safetensors"];
     copy_files(&args.run.join("prior"), &out.join("prior"), &weights)?;
-    copy_files(&args.run.join("decoder/decoder"), &out.join("decoder"), &weights)?;
-    copy_files(&args.run.join("decoder/text_proj"), &out.join("text_proj"), &weights)?;
-    copy_files(&args.run.join("sr1"), &out.join("super_res_first"), &weights)?;
+    copy_files(
+        &args.run.join("decoder/decoder"),
+        &out.join("decoder"),
+        &weights,
+    )?;
+    copy_files(
+        &args.run.join("decoder/text_proj"),
+        &out.join("text_proj"),
+        &weights,
+    )?;
+    copy_files(
+        &args.run.join("sr1"),
+        &out.join("super_res_first"),
+        &weights,
+    )?;
     copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
     for (name, sc) in scheduler_configs(args.seed) {
         let mut v = serde_json::to_value(&sc)?;

@@ -196,7 +196,9 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
         let mut sheet = Vec::new();
         for chunk in inputs.chunks(4) {
             let imgs: Vec<RgbImage> = chunk.iter().map(|(_, i)| i.clone()).collect();
-            let out = pipe.variations(&imgs, per, &mut |_| Control::Continue)?.to_rgb8()?;
+            let out = pipe
+                .variations(&imgs, per, &mut |_| Control::Continue)?
+                .to_rgb8()?;
             // Output order: image-major (per_image variations of each input in turn).
             for (i, (a, input)) in chunk.iter().enumerate() {
                 sheet.push(input.clone());
@@ -378,16 +380,29 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
             let ts = vec![t; n];
             let xt = obj.noisy_input(target.clone(), eps.clone(), &ts)?;
             let tt = burn::tensor::Tensor::<1>::from_floats(vec![t as f32; n].as_slice(), &device);
-            let full = model.forward(burn::tensor::Tensor::cat(vec![xt.clone(), bicubic.clone()], 1), tt.clone())?;
-            let want = if x0_model { target.clone() } else { eps.clone() };
-            let full_mse = (full - want.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+            let full = model.forward(
+                burn::tensor::Tensor::cat(vec![xt.clone(), bicubic.clone()], 1),
+                tt.clone(),
+            )?;
+            let want = if x0_model {
+                target.clone()
+            } else {
+                eps.clone()
+            };
+            let full_mse = (full - want.clone())
+                .powi_scalar(2)
+                .mean()
+                .into_scalar::<f32>();
             let o = (s - c) / 2;
             let crop = |x: burn::tensor::Tensor<4>| x.slice([0..n, 0..3, o..o + c, o..o + c]);
             let out = model.forward(
                 burn::tensor::Tensor::cat(vec![crop(xt), crop(bicubic.clone())], 1),
                 tt,
             )?;
-            let crop_mse = (out - crop(want)).powi_scalar(2).mean().into_scalar::<f32>();
+            let crop_mse = (out - crop(want))
+                .powi_scalar(2)
+                .mean()
+                .into_scalar::<f32>();
             line.push_str(&format!(" t={t}: {full_mse:.4}/{crop_mse:.4}"));
         }
         println!("{line}");
@@ -405,9 +420,18 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
         },
         &mut SeededNoise::new(1),
         &mut |info: &unclip_upsampler::StepInfo<'_>| {
-            let x0 = (info.pred_original.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
-            let xs = (info.sample.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
-            println!("step {} t={}: x0-pred MSE {x0:.4}, sample MSE {xs:.4}", info.index, info.timestep);
+            let x0 = (info.pred_original.clone() - target.clone())
+                .powi_scalar(2)
+                .mean()
+                .into_scalar::<f32>();
+            let xs = (info.sample.clone() - target.clone())
+                .powi_scalar(2)
+                .mean()
+                .into_scalar::<f32>();
+            println!(
+                "step {} t={}: x0-pred MSE {x0:.4}, sample MSE {xs:.4}",
+                info.index, info.timestep
+            );
             std::ops::ControlFlow::Continue(())
         },
     )?
@@ -420,9 +444,15 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
             .into_scalar::<f32>()
     };
     let to_imgs = |t: burn::tensor::Tensor<4>| -> Result<Vec<RgbImage>, Error> {
-        Ok(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(t))?)
+        Ok(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(
+            t,
+        ))?)
     };
-    let (ti, bi, xi) = (to_imgs(target.clone())?, to_imgs(bicubic.clone())?, to_imgs(x.clone())?);
+    let (ti, bi, xi) = (
+        to_imgs(target.clone())?,
+        to_imgs(bicubic.clone())?,
+        to_imgs(x.clone())?,
+    );
     let mut ob = Tally::default();
     let mut ox = Tally::default();
     for (i, (a, _)) in scenes.iter().enumerate() {
@@ -479,16 +509,16 @@ pub struct EvalDecoderArgs {
 pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     use burn::tensor::Tensor;
     use unclip_decoder::{
-        DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
-        sample_decoder,
+        DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder,
     };
     use unclip_diffusion::{NoiseSource, SeededNoise, TrainingObjective, UnCLIPScheduler};
     let device = Device::flex();
     let tok = unclip_tokenizer::ClipTokenizer::from_dir("models/shapes/tokenizer")?;
-    let (text, vision) = unclip_clip::ClipModel::from_pretrained(args.run.join("clip"), &device)?
-        .into_towers();
+    let (text, vision) =
+        unclip_clip::ClipModel::from_pretrained(args.run.join("clip"), &device)?.into_towers();
     let unet = UNet2DConditionModel::from_pretrained(args.run.join("decoder/decoder"), &device)?;
-    let text_proj = UnCLIPTextProjModel::from_pretrained(args.run.join("decoder/text_proj"), &device)?;
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(args.run.join("decoder/text_proj"), &device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let held = combinations(Split::HeldOut);
     let examples: Vec<unclip_shapes::Example> = (0..args.images)
@@ -502,7 +532,15 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         })
         .collect();
     let processor = unclip_clip::ClipImageProcessor::for_size(crate::shapes::BASE as usize);
-    let (e, h, m) = crate::shapes::encode_text(&tok, &text, &examples.iter().map(|e| e.caption.clone()).collect::<Vec<_>>(), &device)?;
+    let (e, h, m) = crate::shapes::encode_text(
+        &tok,
+        &text,
+        &examples
+            .iter()
+            .map(|e| e.caption.clone())
+            .collect::<Vec<_>>(),
+        &device,
+    )?;
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
     let n = examples.len();
@@ -538,7 +576,10 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         };
         let x0 = x0.clamp(-1.0, 1.0);
         let em = (eps_pred - eps).powi_scalar(2).mean().into_scalar::<f32>();
-        let xm = (x0 - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
+        let xm = (x0 - target.clone())
+            .powi_scalar(2)
+            .mean()
+            .into_scalar::<f32>();
         line.push_str(&format!(" t={t}: {em:.4}/{xm:.4}"));
     }
     println!("{line}");
@@ -549,35 +590,49 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         let roll = |t: Tensor<2>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
         let roll3 = |t: Tensor<3>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
         for tc in [500usize, 800, 999] {
-        let eps = SeededNoise::new(999).randn(target.dims(), &device)?;
-        let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![tc; n])?;
-        let a = obj.schedule().alphas_cumprod()[tc];
-        let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
-        let null = text_proj.learned_classifier_free_guidance_embeddings.val().reshape([1, img_emb.dims()[1]]).expand(img_emb.dims());
-        for (name, ie, pe, hs, mk) in [
-            ("right", img_emb.clone(), e.clone(), h.clone(), m.clone()),
-            ("rolled", roll(img_emb.clone()), roll(e.clone()), roll3(h.clone()), m.clone()),
-            ("none", null, ue, uh, um),
-        ] {
-            let c = text_proj.forward(ie, pe, hs, false)?;
-            let mk = text_proj.extend_attention_mask(mk);
-            let out = unet.forward(
-                xt.clone(),
-                Tensor::<1>::from_floats(vec![tc as f32; n].as_slice(), &device),
-                c.encoder_hidden_states,
-                Some(c.additive_clip_time_embeddings),
-                Some(mk),
-            )?;
-            let pred = out.narrow(1, 0, 3);
-            let x0 = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
-                pred
-            } else {
-                (xt.clone() - pred * (1.0 - a).sqrt()) / a.sqrt()
+            let eps = SeededNoise::new(999).randn(target.dims(), &device)?;
+            let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![tc; n])?;
+            let a = obj.schedule().alphas_cumprod()[tc];
+            let (ue, uh, um) =
+                crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
+            let null = text_proj
+                .learned_classifier_free_guidance_embeddings
+                .val()
+                .reshape([1, img_emb.dims()[1]])
+                .expand(img_emb.dims());
+            for (name, ie, pe, hs, mk) in [
+                ("right", img_emb.clone(), e.clone(), h.clone(), m.clone()),
+                (
+                    "rolled",
+                    roll(img_emb.clone()),
+                    roll(e.clone()),
+                    roll3(h.clone()),
+                    m.clone(),
+                ),
+                ("none", null, ue, uh, um),
+            ] {
+                let c = text_proj.forward(ie, pe, hs, false)?;
+                let mk = text_proj.extend_attention_mask(mk);
+                let out = unet.forward(
+                    xt.clone(),
+                    Tensor::<1>::from_floats(vec![tc as f32; n].as_slice(), &device),
+                    c.encoder_hidden_states,
+                    Some(c.additive_clip_time_embeddings),
+                    Some(mk),
+                )?;
+                let pred = out.narrow(1, 0, 3);
+                let x0 = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
+                    pred
+                } else {
+                    (xt.clone() - pred * (1.0 - a).sqrt()) / a.sqrt()
+                }
+                .clamp(-1.0, 1.0);
+                let xm = (x0 - target.clone())
+                    .powi_scalar(2)
+                    .mean()
+                    .into_scalar::<f32>();
+                println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4}");
             }
-            .clamp(-1.0, 1.0);
-            let xm = (x0 - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
-            println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4}");
-        }
         }
     }
     let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
@@ -588,7 +643,11 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         &mut scheduler,
         DecoderRequest {
             image_embeddings: img_emb,
-            text: TextConditioning { prompt_embeds: e, hidden_states: h, mask: m },
+            text: TextConditioning {
+                prompt_embeds: e,
+                hidden_states: h,
+                mask: m,
+            },
             uncond_text: (args.guidance > 1.0).then_some(TextConditioning {
                 prompt_embeds: ue,
                 hidden_states: uh,
@@ -600,8 +659,14 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         },
         &mut SeededNoise::new(3),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
-            let x0 = (info.pred_original.clone() - target.clone()).powi_scalar(2).mean().into_scalar::<f32>();
-            println!("step {} t={}: x0-pred MSE {x0:.4}", info.index, info.timestep);
+            let x0 = (info.pred_original.clone() - target.clone())
+                .powi_scalar(2)
+                .mean()
+                .into_scalar::<f32>();
+            println!(
+                "step {} t={}: x0-pred MSE {x0:.4}",
+                info.index, info.timestep
+            );
             std::ops::ControlFlow::Continue(())
         },
     )?;
@@ -612,7 +677,10 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     }
     println!("{}", tally.row("reconstruction"));
     if let Some(p) = &args.sheet {
-        let mut tiles: Vec<RgbImage> = examples.iter().map(|e| e.scene.render(crate::shapes::BASE)).collect();
+        let mut tiles: Vec<RgbImage> = examples
+            .iter()
+            .map(|e| e.scene.render(crate::shapes::BASE))
+            .collect();
         tiles.extend(imgs);
         contact_sheet(&tiles, n, 2).save(p)?;
     }
