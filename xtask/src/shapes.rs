@@ -32,7 +32,7 @@ use unclip_decoder::{
     TextConditioning, TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel,
     UnCLIPTextProjModel,
 };
-use unclip_diffusion::{BetaSchedule, PredictionType, SchedulerConfig, VarianceType};
+use unclip_diffusion::{PredictionType, SchedulerConfig, VarianceType};
 use unclip_prior::train::{PriorBatch, PriorTrainer, TrainConfig};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_shapes::{
@@ -676,36 +676,51 @@ fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// The scheduler configs written with the exported model: the training schedules, with
-/// Karlo's sampling settings (clipped x0; the decoder's learned variance).
-pub fn scheduler_configs(seed: u64) -> [(&'static str, SchedulerConfig); 4] {
-    let prior = SchedulerConfig {
-        clip_sample: true,
-        clip_sample_range: 5.0,
-        variance_type: VarianceType::FixedSmallLog,
-        ..PriorTrainer::scheduler_config(&TrainConfig::default())
-    };
-    let decoder = SchedulerConfig {
+/// A decoder run's sampling scheduler: its training schedule with Karlo's clipped x_0.
+pub fn decoder_scheduler(train: &DecoderTrainConfig) -> SchedulerConfig {
+    SchedulerConfig {
         clip_sample: true,
         clip_sample_range: 1.0,
-        variance_type: VarianceType::LearnedRange,
-        beta_schedule: BetaSchedule::SquaredcosCapV2,
-        ..DecoderTrainer::scheduler_config(&DecoderTrainConfig {
-            prediction_type: PredictionType::Sample,
-            ..DecoderTrainConfig::default()
-        })
-    };
-    let sr = |k| SchedulerConfig {
+        ..DecoderTrainer::scheduler_config(train)
+    }
+}
+
+/// A super-resolution run's sampling scheduler: its training schedule with clipped x_0.
+pub fn super_res_scheduler(train: &SuperResTrainConfig) -> SchedulerConfig {
+    SchedulerConfig {
         clip_sample: true,
         clip_sample_range: 1.0,
-        ..SuperResTrainer::scheduler_config(&sr_train_config(k, seed))
+        ..SuperResTrainer::scheduler_config(train)
+    }
+}
+
+/// The scheduler configs written with the exported model, derived from what each stage of the
+/// run was trained with (its `trainer_state.json`), with Karlo's sampling settings (clipped
+/// x_0; the prior clips at 5 in its normalised space).
+pub fn scheduler_configs(run: &Path) -> Result<[(&'static str, SchedulerConfig); 4], Error> {
+    let prior: unclip_prior::train::TrainerState =
+        unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
+    let decoder: unclip_decoder::train::DecoderTrainerState =
+        unclip_nn::read_json(run.join("decoder").join("trainer_state.json"))?;
+    let sr = |name: &str| -> Result<SchedulerConfig, Error> {
+        let st: unclip_upsampler::train::SuperResTrainerState =
+            unclip_nn::read_json(run.join(name).join("trainer_state.json"))?;
+        Ok(super_res_scheduler(&st.train))
     };
-    [
-        ("prior_scheduler", prior),
-        ("decoder_scheduler", decoder),
-        ("super_res_scheduler", sr(1)),
-        ("super_res_2_scheduler", sr(2)),
-    ]
+    Ok([
+        (
+            "prior_scheduler",
+            SchedulerConfig {
+                clip_sample: true,
+                clip_sample_range: 5.0,
+                variance_type: VarianceType::FixedSmallLog,
+                ..PriorTrainer::scheduler_config(&prior.train)
+            },
+        ),
+        ("decoder_scheduler", decoder_scheduler(&decoder.train)),
+        ("super_res_scheduler", sr("sr1")?),
+        ("super_res_2_scheduler", sr("sr2")?),
+    ])
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -719,8 +734,6 @@ pub struct ExportArgs {
     /// Where to write the diffusers folder.
     #[arg(long, default_value = "models/shapes")]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
 }
 
 fn copy_files(from: &Path, to: &Path, names: &[&str]) -> Result<(), Error> {
@@ -784,7 +797,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         &weights,
     )?;
     copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
-    for (name, sc) in scheduler_configs(args.seed) {
+    for (name, sc) in scheduler_configs(&args.run)? {
         let mut v = serde_json::to_value(&sc)?;
         if let Some(m) = v.as_object_mut() {
             m.insert("_class_name".into(), "UnCLIPScheduler".into());

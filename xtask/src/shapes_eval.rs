@@ -356,11 +356,7 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
     // The run's own training schedule, sampled as the exported model is (clipped x_0).
     let state: unclip_upsampler::train::SuperResTrainerState =
         unclip_nn::read_json(args.run.join(name).join("trainer_state.json"))?;
-    let mut scheduler = UnCLIPScheduler::new(unclip_diffusion::SchedulerConfig {
-        clip_sample: true,
-        clip_sample_range: 1.0,
-        ..unclip_upsampler::SuperResTrainer::scheduler_config(&state.train)
-    });
+    let mut scheduler = UnCLIPScheduler::new(crate::shapes::super_res_scheduler(&state.train));
     // Denoising error at fixed timesteps, on the full images and on their centre crops of the
     // training size (a quarter of the side): MSE of the model's prediction against its target
     // (eps or x_0, as the scheduler config says).
@@ -544,10 +540,9 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
     let n = examples.len();
-    let mut sc = crate::shapes::scheduler_configs(0)[1].1.clone();
     let state: unclip_decoder::train::DecoderTrainerState =
         unclip_nn::read_json(args.run.join("decoder/trainer_state.json"))?;
-    sc.prediction_type = state.train.prediction_type;
+    let mut sc = crate::shapes::decoder_scheduler(&state.train);
     sc.timestep_spacing = match args.spacing.as_str() {
         "leading" => unclip_diffusion::TimestepSpacing::Leading,
         _ => unclip_diffusion::TimestepSpacing::Linspace,
