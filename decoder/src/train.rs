@@ -45,8 +45,8 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
-    BetaSchedule, HybridLossConfig, LossTerms, NoiseSource, PredictionType, SchedulerConfig,
-    SeededNoise, T0Likelihood, TrainingObjective, VarianceType,
+    HybridLossConfig, LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise,
+    T0Likelihood, TrainSchedule, TrainingObjective, VarianceType,
 };
 use unclip_nn::LoadError;
 
@@ -284,8 +284,16 @@ pub struct DecoderTrainConfig {
     pub caption_drop_prob: f64,
     /// Weight of `L_vlb` in the hybrid loss (improved DDPM / GLIDE: 0.001).
     pub vlb_weight: f32,
-    /// Diffusion steps of the noise schedule (cosine, Karlo's decoder scheduler).
+    /// Diffusion steps of the noise schedule.
     pub num_train_timesteps: usize,
+    /// The betas (default: cosine, Karlo's decoder scheduler). The cosine schedule was made for
+    /// 32x32-64x64 natural images; flat, low-detail images keep their colours and layout in
+    /// `x_t` up to `t ~ 950` under it, so a model can denoise from `x_t` alone and learn to
+    /// ignore its conditioning, which then only matters in the last few percent of `t` (measured
+    /// on the shapes world, `docs/shapes.md`). DDPM's linear 1e-4 .. 0.02 destroys them by
+    /// `t ~ 700`. Written to the scheduler config the model is sampled with.
+    #[serde(default)]
+    pub schedule: TrainSchedule,
     /// What the UNet's first `C` channels predict: `epsilon` (Karlo) or `sample` (x_0). An eps
     /// model sampled from `t = 999` must be accurate to ~1e-5 there (x_0 = (x_t - sqrt(1 - a)
     /// eps) / sqrt(a), sqrt(a_999) = 4.9e-5), or the first clipped x_0 is noise the later steps
@@ -318,6 +326,7 @@ impl Default for DecoderTrainConfig {
             caption_drop_prob: 0.5,
             vlb_weight: 0.001,
             num_train_timesteps: 1000,
+            schedule: TrainSchedule::SquaredcosCapV2,
             prediction_type: PredictionType::Epsilon,
             min_timestep: 0,
             high_noise_fraction: 1.0,
@@ -455,6 +464,12 @@ impl DecoderTrainer {
         )?;
         check_prob("caption_drop_prob", config.caption_drop_prob)?;
         check_prob("high_noise_fraction", config.high_noise_fraction)?;
+        if let Err(message) = config.schedule.check() {
+            return Err(DecoderError::InvalidArgument {
+                name: "schedule".into(),
+                message,
+            });
+        }
         if !(config.vlb_weight.is_finite() && config.vlb_weight >= 0.0) {
             return Err(DecoderError::InvalidArgument {
                 name: "vlb_weight".into(),
@@ -536,12 +551,15 @@ impl DecoderTrainer {
         })
     }
 
-    /// The training schedule: Karlo's decoder scheduler (`squaredcos_cap_v2`, learned-range
-    /// variance) with the configured prediction type (Karlo: eps).
+    /// The training schedule: Karlo's decoder scheduler (learned-range variance) with the
+    /// configured betas (Karlo: `squaredcos_cap_v2`) and prediction type (Karlo: eps).
     pub fn scheduler_config(config: &DecoderTrainConfig) -> SchedulerConfig {
+        let (beta_schedule, beta_start, beta_end) = config.schedule.betas();
         SchedulerConfig {
             num_train_timesteps: config.num_train_timesteps,
-            beta_schedule: BetaSchedule::SquaredcosCapV2,
+            beta_schedule,
+            beta_start,
+            beta_end,
             prediction_type: config.prediction_type,
             variance_type: VarianceType::LearnedRange,
             ..SchedulerConfig::default()

@@ -10,7 +10,7 @@ use unclip_decoder::{
     DecoderError, TextConditioning, TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel,
     UnCLIPTextProjModel,
 };
-use unclip_diffusion::NoiseSource;
+use unclip_diffusion::{BetaSchedule, NoiseSchedule, NoiseSource, TrainSchedule};
 use unclip_testkit::to_vec;
 
 const E: usize = 8; // CLIP embedding width
@@ -264,6 +264,13 @@ fn bad_inputs_are_typed_errors() {
             high_noise_fraction: -0.1,
             ..DecoderTrainConfig::default()
         },
+        DecoderTrainConfig {
+            schedule: TrainSchedule::Linear {
+                beta_start: 0.02,
+                beta_end: 1e-4,
+            },
+            ..DecoderTrainConfig::default()
+        },
     ] {
         let r = DecoderTrainer::new(
             text_proj.clone(),
@@ -307,6 +314,38 @@ fn bad_inputs_are_typed_errors() {
     // Missing checkpoint folder.
     let r = DecoderTrainer::resume("/nonexistent/unclip-decoder-ckpt", uncond(&plain), &device);
     assert!(matches!(r, Err(DecoderError::Load(_))), "{r:?}");
+}
+
+/// The configured betas reach the training (and exported sampling) schedule; a state file written
+/// before `schedule` existed reads as Karlo's cosine schedule.
+#[test]
+fn schedule_reaches_the_scheduler_config() {
+    let linear = DecoderTrainConfig {
+        schedule: TrainSchedule::Linear {
+            beta_start: 2e-4,
+            beta_end: 0.03,
+        },
+        ..DecoderTrainConfig::default()
+    };
+    let s = DecoderTrainer::scheduler_config(&linear);
+    assert_eq!(s.beta_schedule, BetaSchedule::Linear);
+    assert_eq!((s.beta_start, s.beta_end), (2e-4, 0.03));
+    let schedule = NoiseSchedule::from_config(&s);
+    let betas = schedule.betas();
+    assert!(
+        (betas[0] - 2e-4).abs() < 1e-9 && (betas[999] - 0.03).abs() < 1e-7,
+        "{:?}",
+        (betas[0], betas[999])
+    );
+
+    let mut json = serde_json::to_value(DecoderTrainConfig::default()).expect("json");
+    json.as_object_mut().expect("object").remove("schedule");
+    let old: DecoderTrainConfig = serde_json::from_value(json).expect("old state");
+    assert_eq!(old.schedule, TrainSchedule::SquaredcosCapV2);
+    assert_eq!(
+        DecoderTrainer::scheduler_config(&old).beta_schedule,
+        BetaSchedule::SquaredcosCapV2
+    );
 }
 
 /// An x_0-prediction decoder trained on near-pure noise (t >= 990, where x_t carries no

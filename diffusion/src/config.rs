@@ -328,6 +328,48 @@ impl SchedulerConfig {
     }
 }
 
+/// The noise schedule of a training run (the betas of its [`SchedulerConfig`]); shared by the
+/// decoder and super-resolution trainers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TrainSchedule {
+    /// `squaredcos_cap_v2` (Karlo's decoder and super-resolution schedulers; DALL-E 2's base
+    /// and 64 -> 256 stages).
+    #[default]
+    SquaredcosCapV2,
+    /// `linspace(beta_start, beta_end, T)` (DALL-E 2's 256 -> 1024 stage; DDPM's 1e-4 .. 0.02).
+    /// It destroys an image's low frequencies at much smaller `t` than the cosine schedule,
+    /// which matters for small, flat images (see `unclip_decoder::train::DecoderTrainConfig`).
+    Linear { beta_start: f64, beta_end: f64 },
+}
+
+impl TrainSchedule {
+    /// `(beta_schedule, beta_start, beta_end)` as [`SchedulerConfig`] spells them (the cosine
+    /// schedule ignores the two betas; they keep diffusers' defaults).
+    pub fn betas(&self) -> (BetaSchedule, f64, f64) {
+        match *self {
+            TrainSchedule::SquaredcosCapV2 => (BetaSchedule::SquaredcosCapV2, 0.0001, 0.02),
+            TrainSchedule::Linear {
+                beta_start,
+                beta_end,
+            } => (BetaSchedule::Linear, beta_start, beta_end),
+        }
+    }
+
+    /// Checks the betas: `0 < beta_start <= beta_end < 1`; the error says why not.
+    pub fn check(&self) -> Result<(), String> {
+        match *self {
+            TrainSchedule::Linear {
+                beta_start,
+                beta_end,
+            } if !(0.0 < beta_start && beta_start <= beta_end && beta_end < 1.0) => Err(format!(
+                "linear betas {beta_start} .. {beta_end} are not in (0, 1)"
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -372,5 +414,28 @@ mod tests {
     fn from_file_reports_the_path() {
         let err = SchedulerConfig::from_file("/nonexistent/scheduler_config.json").unwrap_err();
         assert!(matches!(err, LoadError::Io { .. }));
+    }
+
+    #[test]
+    fn train_schedule_betas_check_and_json() {
+        let lin = TrainSchedule::Linear {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        };
+        assert_eq!(lin.betas(), (BetaSchedule::Linear, 1e-4, 0.02));
+        assert_eq!(
+            TrainSchedule::default().betas().0,
+            BetaSchedule::SquaredcosCapV2
+        );
+        assert!(lin.check().is_ok());
+        let bad = TrainSchedule::Linear {
+            beta_start: 0.0,
+            beta_end: 0.02,
+        };
+        assert!(bad.check().unwrap_err().contains("0 .. 0.02"));
+        let json = serde_json::to_value(lin).expect("json");
+        assert_eq!(json["type"], "linear");
+        let back: TrainSchedule = serde_json::from_value(json).expect("back");
+        assert_eq!(back, lin);
     }
 }

@@ -21,7 +21,9 @@ mod noise;
 mod schedule;
 mod scheduler;
 
-pub use config::{BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, VarianceType};
+pub use config::{
+    BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, TrainSchedule, VarianceType,
+};
 pub use error::{ConfigError, DiffusionError};
 pub use guidance::classifier_free_guidance;
 pub use loss::{HybridLossConfig, LossTerms, T0Likelihood, TrainingObjective, sample_timesteps};

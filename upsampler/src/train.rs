@@ -42,8 +42,8 @@ use unclip_decoder::train::{
     STATE_FILE, StepLosses, check_common, decoder_save_key, optimise_step, save_diffusers_folder,
 };
 use unclip_diffusion::{
-    BetaSchedule, LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise,
-    TrainingObjective, VarianceType,
+    LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
+    VarianceType,
 };
 
 use crate::degrade::LowResAugmentation;
@@ -74,15 +74,8 @@ impl UNet2DModel {
     }
 }
 
-/// The noise schedule of a super-resolution training run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum TrainSchedule {
-    /// `squaredcos_cap_v2` (Karlo's super-resolution scheduler; DALL-E 2's 64 -> 256 stage).
-    SquaredcosCapV2,
-    /// `linspace(beta_start, beta_end, T)` (DALL-E 2's 256 -> 1024 stage).
-    Linear { beta_start: f64, beta_end: f64 },
-}
+/// The noise schedule of a super-resolution training run (shared with the decoder trainer).
+pub use unclip_diffusion::TrainSchedule;
 
 fn eps() -> PredictionType {
     PredictionType::Epsilon
@@ -248,15 +241,10 @@ impl SuperResTrainer {
                 message: "must be positive".into(),
             });
         }
-        if let TrainSchedule::Linear {
-            beta_start,
-            beta_end,
-        } = config.schedule
-            && !(0.0 < beta_start && beta_start <= beta_end && beta_end < 1.0)
-        {
+        if let Err(message) = config.schedule.check() {
             return Err(DecoderError::InvalidArgument {
                 name: "schedule".into(),
-                message: format!("linear betas {beta_start} .. {beta_end} are not in (0, 1)"),
+                message,
             });
         }
         let mc = &model.config;
@@ -296,13 +284,7 @@ impl SuperResTrainer {
     /// The training schedule: the configured prediction type and betas, `fixed_small_log`
     /// variance.
     pub fn scheduler_config(config: &SuperResTrainConfig) -> SchedulerConfig {
-        let (beta_schedule, beta_start, beta_end) = match config.schedule {
-            TrainSchedule::SquaredcosCapV2 => (BetaSchedule::SquaredcosCapV2, 0.0001, 0.02),
-            TrainSchedule::Linear {
-                beta_start,
-                beta_end,
-            } => (BetaSchedule::Linear, beta_start, beta_end),
-        };
+        let (beta_schedule, beta_start, beta_end) = config.schedule.betas();
         SchedulerConfig {
             num_train_timesteps: config.num_train_timesteps,
             beta_schedule,

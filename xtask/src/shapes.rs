@@ -102,6 +102,23 @@ pub struct TrainArgs {
     /// Decoder: the fraction of each batch drawn from `decoder_min_timestep..T`.
     #[arg(long, default_value_t = 1.0)]
     pub decoder_high_noise_fraction: f64,
+    /// Decoder noise schedule of a fresh run: `linear` (DDPM's 1e-4 .. 0.02) or `cosine`
+    /// (Karlo's). Under the cosine schedule the 32x32 shapes keep their layout in x_t up to
+    /// t ~ 950 and the decoder learned to ignore its conditioning (docs/shapes.md).
+    #[arg(long, default_value = "linear")]
+    pub decoder_schedule: String,
+}
+
+/// The `--decoder-schedule` value.
+fn decoder_schedule(name: &str) -> Result<TrainSchedule, Error> {
+    match name {
+        "linear" => Ok(TrainSchedule::Linear {
+            beta_start: 1e-4,
+            beta_end: 0.02,
+        }),
+        "cosine" => Ok(TrainSchedule::SquaredcosCapV2),
+        other => Err(format!("--decoder-schedule {other}: expected `linear` or `cosine`").into()),
+    }
 }
 
 /// Examples of step `step` of a stage: a fresh seeded draw from the training split.
@@ -574,6 +591,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             learning_rate: 6e-4,
             ema_decay: Some(0.995),
             prediction_type: PredictionType::Sample,
+            schedule: decoder_schedule(&args.decoder_schedule)?,
             seed: args.seed + 5,
             ..DecoderTrainConfig::default()
         };
