@@ -540,6 +540,34 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
     let n = examples.len();
+    // [B, 1, S, S]: 1 on the shape's pixels (where the render differs from its background).
+    let bg = Tensor::<1>::from_floats(
+        examples
+            .iter()
+            .map(|e| match e.scene.background {
+                Background::Black => -1.0f32,
+                Background::White => 1.0,
+            })
+            .collect::<Vec<_>>()
+            .as_slice(),
+        &device,
+    )
+    .reshape([n, 1, 1, 1]);
+    let shape_mask = (target.clone() - bg)
+        .abs()
+        .sum_dim(1)
+        .greater_elem(0.1)
+        .float(); // [B, 1, S, S]
+    let shape_px = shape_mask.clone().sum().into_scalar::<f32>() * 3.0;
+    // The x_0 error on the shape's pixels only: the background is a nuisance the conditioning
+    // does not carry (CLIP's image embedding barely changes with it), so the whole-image error
+    // is dominated by guessing it.
+    let shape_mse = |x0: Tensor<4>| -> f32 {
+        ((x0 - target.clone()).powi_scalar(2) * shape_mask.clone())
+            .sum()
+            .into_scalar::<f32>()
+            / shape_px
+    };
     let state: unclip_decoder::train::DecoderTrainerState =
         unclip_nn::read_json(args.run.join("decoder/trainer_state.json"))?;
     let mut sc = crate::shapes::decoder_scheduler(&state.train);
@@ -622,11 +650,25 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
                     (xt.clone() - pred * (1.0 - a).sqrt()) / a.sqrt()
                 }
                 .clamp(-1.0, 1.0);
+                let sm = shape_mse(x0.clone());
+                if let (Some(p), "right") = (&args.sheet, name) {
+                    // The x_0 predictions beside the renders: where the conditioning puts what.
+                    let mut tiles: Vec<RgbImage> = examples
+                        .iter()
+                        .map(|e| e.scene.render(crate::shapes::BASE))
+                        .collect();
+                    tiles.extend(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(
+                        x0.clone(),
+                    ))?);
+                    contact_sheet(&tiles, n, 2).save(p.with_extension(format!("x0_t{tc}.png")))?;
+                }
                 let xm = (x0 - target.clone())
                     .powi_scalar(2)
                     .mean()
                     .into_scalar::<f32>();
-                println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4}");
+                println!(
+                    "t={tc} x_0 MSE with {name} conditioning: {xm:.4} (shape pixels {sm:.4})"
+                );
             }
         }
     }
