@@ -28,10 +28,10 @@ pub struct ModelArgs {
     /// Seed of the noise: the same seed and settings give the same pictures.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub seed: u64,
-    /// Decoder denoising steps (default 25).
+    /// Decoder denoising steps (default: the model folder's `unclip_settings.json`, else 25).
     #[arg(long, value_name = "N")]
     pub decoder_steps: Option<usize>,
-    /// Super-resolution denoising steps (default 7).
+    /// Super-resolution denoising steps (default: the model folder's, else 7).
     #[arg(long, value_name = "N")]
     pub super_res_steps: Option<usize>,
 }
@@ -55,16 +55,17 @@ impl ModelKind {
 }
 
 impl ModelArgs {
-    /// The pipeline settings: Karlo's defaults with the flags applied.
-    pub fn settings(&self, prior_steps: Option<usize>) -> Settings {
-        let d = Settings::default();
-        Settings {
+    /// The pipeline settings: the model folder's recommended settings (`unclip_settings.json`;
+    /// Karlo's defaults when it has none) with the flags applied.
+    pub fn settings(&self, dir: &Path, prior_steps: Option<usize>) -> Result<Settings> {
+        let d = Settings::from_model_dir(dir)?;
+        Ok(Settings {
             prior_steps: prior_steps.unwrap_or(d.prior_steps),
             decoder_steps: self.decoder_steps.unwrap_or(d.decoder_steps),
             super_res_steps: self.super_res_steps.unwrap_or(d.super_res_steps),
             seed: self.seed,
             ..d
-        }
+        })
     }
 
     /// The device named by `--device`.
@@ -86,7 +87,7 @@ impl ModelArgs {
             &dir,
             device,
             &self.device,
-            self.settings(prior_steps),
+            self.settings(&dir, prior_steps)?,
         )?;
         check_kind(&pipe, kind, &dir)?;
         Ok(pipe)

@@ -27,8 +27,8 @@ pub use component::{Component, ComponentModel, MemoryMode};
 pub use error::UnclipError;
 pub use index::ModelIndex;
 pub use pipeline::{
-    EncodedText, Generation, Latents, Settings, SuperRes2, UnclipBuilder, UnclipPipeline, XtMode,
-    slerp,
+    EncodedText, Generation, Latents, SETTINGS_FILE, Settings, SuperRes2, UnclipBuilder,
+    UnclipPipeline, XtMode, slerp,
 };
 pub use progress::{Control, Progress, ProgressFn, Stage};
 

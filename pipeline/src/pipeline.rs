@@ -27,8 +27,18 @@ use crate::component::{Component, ComponentModel, MemoryMode, prepare_device};
 use crate::index::ModelIndex;
 use crate::progress::{Control, Progress, ProgressFn, Stage};
 
+/// Name of the optional file in a model folder with the model's recommended [`Settings`].
+pub const SETTINGS_FILE: &str = "unclip_settings.json";
+
 /// Per-call settings (Karlo's defaults).
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A model folder may recommend its own in [`SETTINGS_FILE`] (`unclip_settings.json`: any
+/// subset of the fields, in snake case; the rest keep Karlo's defaults). Diffusers has no such
+/// file; the embedded shapes model has one, because its small decoder needs more steps than
+/// Karlo's. [`UnclipBuilder::from_pretrained`] uses it as the base that the builder's setters
+/// change; [`Settings::from_model_dir`] reads it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// Prior denoising steps.
     pub prior_steps: usize,
@@ -62,6 +72,26 @@ impl Default for Settings {
             prior_candidates: 1,
             seed: 0,
             super_res: true,
+        }
+    }
+}
+
+impl Settings {
+    /// The settings a model folder recommends: its [`SETTINGS_FILE`] over Karlo's defaults, or
+    /// the defaults when it has none. A file that is not valid JSON, or that has a key that is
+    /// not a setting, is an error naming the file.
+    ///
+    /// ```no_run
+    /// let settings = unclip::Settings::from_model_dir("models/shapes")?;
+    /// println!("{} decoder steps", settings.decoder_steps);
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
+    pub fn from_model_dir(dir: impl AsRef<Path>) -> Result<Settings, UnclipError> {
+        let path = dir.as_ref().join(SETTINGS_FILE);
+        if path.is_file() {
+            Ok(unclip_nn::read_json(&path)?)
+        } else {
+            Ok(Settings::default())
         }
     }
 }
@@ -263,7 +293,10 @@ enum SuperResGiven {
 pub struct UnclipBuilder {
     dir: Option<PathBuf>,
     device: Option<Device>,
-    settings: Settings,
+    /// `.settings(..)`: replaces the folder's recommendation.
+    settings: Option<Settings>,
+    /// The single-setting setters, applied in order over the base settings at `build`.
+    setting_changes: Vec<Box<dyn Fn(&mut Settings)>>,
     memory: MemoryMode,
     dtype: Option<FloatDType>,
     tokenizer: Option<ClipTokenizer>,
@@ -281,7 +314,7 @@ macro_rules! setter {
     ($(#[$doc:meta])* $name:ident, $field:ident, $t:ty) => {
         $(#[$doc])*
         pub fn $name(mut self, v: $t) -> Self {
-            self.settings.$field = v;
+            self.setting_changes.push(Box::new(move |s: &mut Settings| s.$field = v));
             self
         }
     };
@@ -294,6 +327,8 @@ impl UnclipBuilder {
     }
 
     /// The diffusers folder to read components from (`model_index.json` + one folder each).
+    /// Its recommended settings ([`SETTINGS_FILE`], if any) replace Karlo's defaults, under
+    /// [`Self::settings`] and the single-setting setters.
     pub fn from_pretrained(mut self, dir: impl AsRef<Path>) -> Self {
         self.dir = Some(dir.as_ref().to_path_buf());
         self
@@ -305,9 +340,10 @@ impl UnclipBuilder {
         self
     }
 
-    /// All per-call settings at once.
+    /// All per-call settings at once (instead of the folder's recommendation or Karlo's
+    /// defaults; the single-setting setters still apply on top).
     pub fn settings(mut self, settings: Settings) -> Self {
-        self.settings = settings;
+        self.settings = Some(settings);
         self
     }
 
@@ -451,6 +487,14 @@ impl UnclipBuilder {
             Some(d) => Some(ModelIndex::from_dir(d)?),
             None => None,
         };
+        let mut settings = match (self.settings, &dir) {
+            (Some(s), _) => s,
+            (None, Some(d)) => Settings::from_model_dir(d)?,
+            (None, None) => Settings::default(),
+        };
+        for change in &self.setting_changes {
+            change(&mut settings);
+        }
         let sub = |name: &'static str| -> Result<PathBuf, UnclipError> {
             let d = dir.as_ref().ok_or(UnclipError::MissingComponent {
                 name,
@@ -583,7 +627,7 @@ impl UnclipBuilder {
             decoder_scheduler: scheduler(dir.as_deref(), "decoder_scheduler")?,
             super_res_scheduler: scheduler(dir.as_deref(), "super_res_scheduler")?,
             device,
-            settings: self.settings,
+            settings,
             tokenizer,
             text_encoder,
             image_encoder,

@@ -99,16 +99,17 @@ impl Tally {
     }
 }
 
-fn settings(args: &EvalArgs) -> Settings {
-    let d = Settings::default();
-    Settings {
+/// The model folder's recommended settings with the flags applied.
+fn settings(args: &EvalArgs) -> Result<Settings, Error> {
+    let d = Settings::from_model_dir(&args.model)?;
+    Ok(Settings {
         decoder_steps: args.decoder_steps.unwrap_or(d.decoder_steps),
         prior_steps: args.prior_steps.unwrap_or(d.prior_steps),
         super_res_steps: args.super_res_steps.unwrap_or(d.super_res_steps),
         decoder_guidance_scale: args.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
         prior_guidance_scale: args.prior_guidance.unwrap_or(d.prior_guidance_scale),
         ..d
-    }
+    })
 }
 
 /// Generates the canonical caption of each combination `per` times and scores the images.
@@ -143,7 +144,7 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     let mut pipe = UnclipBuilder::new()
         .device(Device::flex())
         .from_pretrained(&args.model)
-        .settings(settings(args))
+        .settings(settings(args)?)
         .build()?;
     let s = pipe.settings.clone();
     let mut report = String::new();
@@ -666,9 +667,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
                     .powi_scalar(2)
                     .mean()
                     .into_scalar::<f32>();
-                println!(
-                    "t={tc} x_0 MSE with {name} conditioning: {xm:.4} (shape pixels {sm:.4})"
-                );
+                println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4} (shape pixels {sm:.4})");
             }
         }
     }

@@ -69,7 +69,7 @@ fn load(args: &Args) -> Result<(UnclipPipeline, PathBuf)> {
         &dir,
         device,
         &args.model.device,
-        args.model.settings(args.prior_steps),
+        args.model.settings(&dir, args.prior_steps)?,
     )?;
     check_kind(&pipe, ModelKind::ImageVariation, &dir)?;
     Ok((pipe, dir))
