@@ -752,6 +752,14 @@ pub struct ExportArgs {
     /// Where to write the diffusers folder.
     #[arg(long, default_value = "models/shapes")]
     pub out: PathBuf,
+    /// Recommended decoder steps, written to `unclip_settings.json`. The background (black or
+    /// white) is not in CLIP's embedding, so the decoder must pick it from x_t's faint global
+    /// mean; with 25 steps it stays undecided (grey), with ~250 it commits (docs/shapes.md).
+    #[arg(long, default_value_t = 250)]
+    pub decoder_steps: usize,
+    /// Recommended decoder guidance scale, written to `unclip_settings.json`.
+    #[arg(long, default_value_t = 3.0)]
+    pub decoder_guidance: f32,
 }
 
 fn copy_files(from: &Path, to: &Path, names: &[&str]) -> Result<(), Error> {
@@ -840,6 +848,12 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         "super_res_2_scheduler": ["diffusers", "UnCLIPScheduler"]
     });
     unclip_nn::write_json(out.join("model_index.json"), &index)?;
+    let settings = unclip::Settings {
+        decoder_steps: args.decoder_steps,
+        decoder_guidance_scale: args.decoder_guidance,
+        ..unclip::Settings::default()
+    };
+    unclip_nn::write_json(out.join(unclip::SETTINGS_FILE), &settings)?;
     println!("wrote {}", out.display());
     Ok(())
 }
