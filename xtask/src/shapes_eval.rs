@@ -499,6 +499,9 @@ pub struct EvalDecoderArgs {
     /// Inference timestep spacing: linspace (UnCLIPScheduler's) or leading.
     #[arg(long, default_value = "linspace")]
     pub spacing: String,
+    /// Sampling variance: the trained `learned_range` (default) or `fixed_small_log`.
+    #[arg(long, default_value = "learned_range")]
+    pub variance: String,
 }
 
 /// The decoder of a run on held-out renders with their true CLIP image embeddings and captions:
@@ -576,6 +579,9 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         "leading" => unclip_diffusion::TimestepSpacing::Leading,
         _ => unclip_diffusion::TimestepSpacing::Linspace,
     };
+    if args.variance == "fixed_small_log" {
+        sc.variance_type = unclip_diffusion::VarianceType::FixedSmallLog;
+    }
     let obj = TrainingObjective::new(&sc);
     let cond = text_proj.forward(img_emb.clone(), e.clone(), h.clone(), false)?;
     let mask = text_proj.extend_attention_mask(m.clone());
