@@ -296,7 +296,7 @@ pub struct UnclipBuilder {
     /// `.settings(..)`: replaces the folder's recommendation.
     settings: Option<Settings>,
     /// The single-setting setters, applied in order over the base settings at `build`.
-    setting_changes: Vec<Box<dyn Fn(&mut Settings)>>,
+    setting_changes: Vec<Box<dyn Fn(&mut Settings) + Send + Sync>>,
     memory: MemoryMode,
     dtype: Option<FloatDType>,
     tokenizer: Option<ClipTokenizer>,
