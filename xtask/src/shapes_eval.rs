@@ -386,20 +386,14 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
             } else {
                 eps.clone()
             };
-            let full_mse = (full - want.clone())
-                .powi_scalar(2)
-                .mean()
-                .into_scalar::<f32>();
+            let full_mse = mse(full, want.clone());
             let o = (s - c) / 2;
             let crop = |x: burn::tensor::Tensor<4>| x.slice([0..n, 0..3, o..o + c, o..o + c]);
             let out = model.forward(
                 burn::tensor::Tensor::cat(vec![crop(xt), crop(bicubic.clone())], 1),
                 tt,
             )?;
-            let crop_mse = (out - crop(want))
-                .powi_scalar(2)
-                .mean()
-                .into_scalar::<f32>();
+            let crop_mse = mse(out, crop(want));
             line.push_str(&format!(" t={t}: {full_mse:.4}/{crop_mse:.4}"));
         }
         println!("{line}");
@@ -417,14 +411,8 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
         },
         &mut SeededNoise::new(1),
         &mut |info: &unclip_upsampler::StepInfo<'_>| {
-            let x0 = (info.pred_original.clone() - target.clone())
-                .powi_scalar(2)
-                .mean()
-                .into_scalar::<f32>();
-            let xs = (info.sample.clone() - target.clone())
-                .powi_scalar(2)
-                .mean()
-                .into_scalar::<f32>();
+            let x0 = mse(info.pred_original.clone(), target.clone());
+            let xs = mse(info.sample.clone(), target.clone());
             println!(
                 "step {} t={}: x0-pred MSE {x0:.4}, sample MSE {xs:.4}",
                 info.index, info.timestep
@@ -434,12 +422,6 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
     )?
     .clamp(-1.0, 1.0);
     let secs = t0.elapsed().as_secs_f64();
-    let mse = |a: &burn::tensor::Tensor<4>| -> f32 {
-        (a.clone() - target.clone())
-            .powi_scalar(2)
-            .mean()
-            .into_scalar::<f32>()
-    };
     let to_imgs = |t: burn::tensor::Tensor<4>| -> Result<Vec<RgbImage>, Error> {
         Ok(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(
             t,
@@ -467,8 +449,8 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
         s / 2,
         args.steps,
         args.images,
-        mse(&x),
-        mse(&bicubic),
+        mse(x.clone(), target.clone()),
+        mse(bicubic.clone(), target.clone()),
         ob.row("bicubic"),
         ox.row("sample")
     );
@@ -504,6 +486,11 @@ pub struct EvalDecoderArgs {
     /// the measurement in docs/shapes.md bypassed that check locally.
     #[arg(long, default_value = "learned_range")]
     pub variance: String,
+}
+
+/// Mean squared difference of two same-shaped tensors (a host scalar).
+fn mse<const D: usize>(a: burn::tensor::Tensor<D>, b: burn::tensor::Tensor<D>) -> f32 {
+    (a - b).powi_scalar(2).mean().into_scalar::<f32>()
 }
 
 /// The decoder of a run on held-out renders with their true CLIP image embeddings and captions:
@@ -545,6 +532,14 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     )?;
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
+    // The empty prompt's conditioning (no-conditioning rows and guidance).
+    let (ue, uh, um) =
+        crate::shapes::encode_text(&tok, &text, &vec![String::new(); examples.len()], &device)?;
+    // The renders, the top row of every contact sheet.
+    let renders: Vec<RgbImage> = examples
+        .iter()
+        .map(|e| e.scene.render(crate::shapes::BASE))
+        .collect();
     let n = examples.len();
     // [B, 1, S, S]: 1 on the shape's pixels (where the render differs from its background).
     let bg = Tensor::<1>::from_floats(
@@ -598,20 +593,15 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             Some(cond.additive_clip_time_embeddings.clone()),
             Some(mask.clone()),
         )?;
-        let pred = out.narrow(1, 0, 3);
-        let a = obj.schedule().alphas_cumprod()[t];
-        let (x0, eps_pred) = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
-            let e = (xt - pred.clone() * a.sqrt()) / (1.0 - a).sqrt();
-            (pred.clamp(-1.0, 1.0), e)
-        } else {
-            ((xt - pred.clone() * (1.0 - a).sqrt()) / a.sqrt(), pred)
-        };
+        let (x0, eps_pred) = obj.schedule().to_x0_eps(
+            obj.prediction_type(),
+            out.narrow(1, 0, 3),
+            xt,
+            &vec![t; n],
+        )?;
         let x0 = x0.clamp(-1.0, 1.0);
-        let em = (eps_pred - eps).powi_scalar(2).mean().into_scalar::<f32>();
-        let xm = (x0 - target.clone())
-            .powi_scalar(2)
-            .mean()
-            .into_scalar::<f32>();
+        let em = mse(eps_pred, eps);
+        let xm = mse(x0, target.clone());
         line.push_str(&format!(" t={t}: {em:.4}/{xm:.4}"));
     }
     println!("{line}");
@@ -624,9 +614,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         for tc in [500usize, 800, 999] {
             let eps = SeededNoise::new(999).randn(target.dims(), &device)?;
             let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![tc; n])?;
-            let a = obj.schedule().alphas_cumprod()[tc];
-            let (ue, uh, um) =
-                crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
+            let (ue, uh, um) = (ue.clone(), uh.clone(), um.clone());
             let null = text_proj
                 .learned_classifier_free_guidance_embeddings
                 .val()
@@ -652,34 +640,27 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
                     Some(c.additive_clip_time_embeddings),
                     Some(mk),
                 )?;
-                let pred = out.narrow(1, 0, 3);
-                let x0 = if obj.prediction_type() == unclip_diffusion::PredictionType::Sample {
-                    pred
-                } else {
-                    (xt.clone() - pred * (1.0 - a).sqrt()) / a.sqrt()
-                }
-                .clamp(-1.0, 1.0);
+                let (x0, _) = obj.schedule().to_x0_eps(
+                    obj.prediction_type(),
+                    out.narrow(1, 0, 3),
+                    xt.clone(),
+                    &vec![tc; n],
+                )?;
+                let x0 = x0.clamp(-1.0, 1.0);
                 let sm = shape_mse(x0.clone());
                 if let (Some(p), "right") = (&args.sheet, name) {
                     // The x_0 predictions beside the renders: where the conditioning puts what.
-                    let mut tiles: Vec<RgbImage> = examples
-                        .iter()
-                        .map(|e| e.scene.render(crate::shapes::BASE))
-                        .collect();
+                    let mut tiles = renders.clone();
                     tiles.extend(unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(
                         x0.clone(),
                     ))?);
                     contact_sheet(&tiles, n, 2).save(p.with_extension(format!("x0_t{tc}.png")))?;
                 }
-                let xm = (x0 - target.clone())
-                    .powi_scalar(2)
-                    .mean()
-                    .into_scalar::<f32>();
+                let xm = mse(x0, target.clone());
                 println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4} (shape pixels {sm:.4})");
             }
         }
     }
-    let (ue, uh, um) = crate::shapes::encode_text(&tok, &text, &vec![String::new(); n], &device)?;
     let mut scheduler = UnCLIPScheduler::new(sc);
     let out = sample_decoder(
         &unet,
@@ -703,10 +684,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         },
         &mut SeededNoise::new(3),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
-            let x0 = (info.pred_original.clone() - target.clone())
-                .powi_scalar(2)
-                .mean()
-                .into_scalar::<f32>();
+            let x0 = mse(info.pred_original.clone(), target.clone());
             println!(
                 "step {} t={}: x0-pred MSE {x0:.4}",
                 info.index, info.timestep
@@ -721,10 +699,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     }
     println!("{}", tally.row("reconstruction"));
     if let Some(p) = &args.sheet {
-        let mut tiles: Vec<RgbImage> = examples
-            .iter()
-            .map(|e| e.scene.render(crate::shapes::BASE))
-            .collect();
+        let mut tiles = renders;
         tiles.extend(imgs);
         contact_sheet(&tiles, n, 2).save(p)?;
     }
