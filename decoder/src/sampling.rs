@@ -9,6 +9,9 @@
 //! 4. for every `(t, prev_t)` of the decoder scheduler: `out = unet(cat([x] * 2), t, ...)`,
 //!    guidance on the first C (eps) channels, the variance channels taken from the conditional
 //!    half, then `scheduler.step(out, t, x, prev_t)` (learned-range variance, clipped x0);
+//!    with a `fixed_small_log` scheduler the variance channels of a learned-variance UNet are
+//!    dropped first, so such a decoder can be sampled with the posterior variance (diffusers'
+//!    pipeline would fail on the channel count there; this is unclip's choice);
 //! 5. `clamp(-1, 1)`: the 64x64 `image_small` the super-resolution stage upsamples.
 //!
 //! After every step a progress callback sees a [`StepInfo`] (with the step's `x_0` prediction, a
@@ -17,7 +20,7 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::{Bool, Tensor};
-use unclip_diffusion::{NoiseSource, UnCLIPScheduler, classifier_free_guidance};
+use unclip_diffusion::{NoiseSource, UnCLIPScheduler, VarianceType, classifier_free_guidance};
 
 use crate::{DecoderError, UNet2DConditionModel, UnCLIPTextProjModel};
 
@@ -211,6 +214,10 @@ impl<'a> GuidedDecoder<'a> {
 /// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
 /// `[B, C, H, W]` tensor per step except the last.
 ///
+/// The scheduler's `variance_type` decides the step's variance: `learned_range` uses the UNet's
+/// variance channels (Karlo); `fixed_small_log` uses the posterior variance and ignores them
+/// when the UNet has them (a learned-variance decoder sampled without its variance head).
+///
 /// `progress` is called after every step; returning [`ControlFlow::Break`] stops the call with
 /// [`DecoderError::Cancelled`] (pass `&mut no_progress` to run to the end silently).
 pub fn sample_decoder<N: NoiseSource + ?Sized>(
@@ -267,8 +274,15 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let mut x = latents * scheduler.init_noise_sigma();
     let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
+    let drop_variance = scheduler.config().variance_type == VarianceType::FixedSmallLog
+        && unet.config.out_channels == 2 * c;
     for (index, (t, prev)) in pairs.into_iter().enumerate() {
-        let out = model.output(x.clone(), t)?; // [B, 2C, H, W]
+        let out = model.output(x.clone(), t)?; // [B, 2C, H, W] or [B, C, H, W]
+        let out = if drop_variance {
+            out.narrow(1, 0, c) // [B, C, H, W]: the prediction channels
+        } else {
+            out
+        };
         let step = scheduler.step(out, t, x, prev, noise)?;
         x = step.prev_sample;
         let flow = progress(&StepInfo {

@@ -226,3 +226,100 @@ fn progress_sees_every_step_and_can_cancel() {
     );
     assert_eq!(calls, 1);
 }
+
+/// A learned-variance decoder sampled with a `fixed_small_log` scheduler takes the posterior
+/// variance. Under `learned_range`, variance values of -1 select exactly that variance
+/// (`frac = 0` -> `min_log`), so the reference is an ancestral loop over the learned-range
+/// scheduler with the UNet's variance channels replaced by -1, drawing the same noise.
+#[test]
+fn fixed_small_log_scheduler_ignores_the_variance_channels() {
+    use unclip_decoder::GuidedDecoder;
+    use unclip_diffusion::{SeededNoise, VarianceType};
+    let device = test_device();
+    let dir = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&dir);
+    let unet =
+        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
+    let mut learned = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    assert_eq!(learned.config().variance_type, VarianceType::LearnedRange);
+    let c = unet.in_channels();
+    assert_eq!(
+        unet.config.out_channels,
+        2 * c,
+        "a learned-variance decoder"
+    );
+    let mut fixed_config = learned.config().clone();
+    fixed_config.variance_type = VarianceType::FixedSmallLog;
+    let mut fixed = UnCLIPScheduler::new(fixed_config);
+
+    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
+    let hidden = io
+        .get("e2e.text_proj.text_encoder_hidden_states")
+        .float::<3>(&device);
+    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
+    let b = prompt.dims()[0] / 2;
+    let text = TextConditioning {
+        prompt_embeds: prompt.narrow(0, b, b),
+        hidden_states: hidden.narrow(0, b, b),
+        mask: text_mask.narrow(0, b, b),
+    };
+    let image_embeddings = io.get("e2e.text_proj.image_embeddings").float::<2>(&device);
+    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
+    let steps = 4;
+    let request = DecoderRequest {
+        image_embeddings: image_embeddings.clone(),
+        text: text.clone(),
+        uncond_text: None,
+        guidance_scale: 1.0,
+        num_inference_steps: steps,
+        latents: Some(latents.clone()),
+    };
+    let got = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut fixed,
+        request.clone(),
+        &mut SeededNoise::new(11),
+        &mut no_progress,
+    )
+    .expect("fixed_small_log sampling");
+
+    let model =
+        GuidedDecoder::new(&unet, &text_proj, image_embeddings, text, None, 1.0).expect("model");
+    learned.set_timesteps(steps).expect("timesteps");
+    let mut noise = SeededNoise::new(11);
+    let mut x = latents * learned.init_noise_sigma();
+    for (t, prev) in learned.timestep_pairs() {
+        let out = model.output(x.clone(), t).expect("output"); // [B, 2C, H, W]
+        let eps = out.narrow(1, 0, c);
+        let out = Tensor::cat(vec![eps.clone(), eps.zeros_like() - 1.0], 1);
+        x = learned
+            .step(out, t, x, prev, &mut noise)
+            .expect("step")
+            .prev_sample;
+    }
+    let expected = x.clamp(-1.0, 1.0);
+    let diff = (got.clone() - expected.clone())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(diff < 1e-5, "max abs difference {diff}");
+
+    // ... and the learned variance does change the result on this checkpoint.
+    let learned_result = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut learned,
+        request,
+        &mut SeededNoise::new(11),
+        &mut no_progress,
+    )
+    .expect("learned_range sampling");
+    let spread = (learned_result - expected).abs().max().into_scalar::<f32>();
+    assert!(
+        spread > 1e-3,
+        "learned variance made no difference ({spread})"
+    );
+}

@@ -715,7 +715,13 @@ pub fn super_res_scheduler(train: &SuperResTrainConfig) -> SchedulerConfig {
 /// The scheduler configs written with the exported model, derived from what each stage of the
 /// run was trained with (its `trainer_state.json`), with Karlo's sampling settings (clipped
 /// x_0; the prior clips at 5 in its normalised space).
-pub fn scheduler_configs(run: &Path) -> Result<[(&'static str, SchedulerConfig); 4], Error> {
+///
+/// `decoder_variance` overrides the decoder's trained variance type: `fixed_small_log` samples a
+/// learned-variance decoder with the posterior variance (its variance channels are ignored).
+pub fn scheduler_configs(
+    run: &Path,
+    decoder_variance: Option<VarianceType>,
+) -> Result<[(&'static str, SchedulerConfig); 4], Error> {
     let prior: unclip_prior::train::TrainerState =
         unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
     let decoder: unclip_decoder::train::DecoderTrainerState =
@@ -735,7 +741,13 @@ pub fn scheduler_configs(run: &Path) -> Result<[(&'static str, SchedulerConfig);
                 ..PriorTrainer::scheduler_config(&prior.train)
             },
         ),
-        ("decoder_scheduler", decoder_scheduler(&decoder.train)),
+        ("decoder_scheduler", {
+            let mut sc = decoder_scheduler(&decoder.train);
+            if let Some(v) = decoder_variance {
+                sc.variance_type = v;
+            }
+            sc
+        }),
         ("super_res_scheduler", sr("sr1")?),
         ("super_res_2_scheduler", sr("sr2")?),
     ])
@@ -760,6 +772,23 @@ pub struct ExportArgs {
     /// Recommended decoder guidance scale, written to `unclip_settings.json`.
     #[arg(long, default_value_t = 3.0)]
     pub decoder_guidance: f32,
+    /// The decoder scheduler's variance: `fixed_small_log` (the posterior variance; the UNet's
+    /// learned variance channels are ignored) or `learned_range` (as trained). On the shapes
+    /// decoder the posterior variance samples clean backgrounds and the learned one speckles
+    /// them (docs/shapes.md).
+    #[arg(long, default_value = "fixed_small_log", value_parser = parse_variance)]
+    pub decoder_variance: VarianceType,
+}
+
+/// `fixed_small_log` | `learned_range`, as diffusers' scheduler configs spell them.
+pub fn parse_variance(s: &str) -> Result<VarianceType, String> {
+    match s {
+        "fixed_small_log" => Ok(VarianceType::FixedSmallLog),
+        "learned_range" => Ok(VarianceType::LearnedRange),
+        other => Err(format!(
+            "{other}: expected `fixed_small_log` or `learned_range`"
+        )),
+    }
 }
 
 fn copy_files(from: &Path, to: &Path, names: &[&str]) -> Result<(), Error> {
@@ -823,7 +852,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         &weights,
     )?;
     copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
-    for (name, sc) in scheduler_configs(&args.run)? {
+    for (name, sc) in scheduler_configs(&args.run, Some(args.decoder_variance))? {
         let mut v = serde_json::to_value(&sc)?;
         if let Some(m) = v.as_object_mut() {
             m.insert("_class_name".into(), "UnCLIPScheduler".into());

@@ -481,11 +481,10 @@ pub struct EvalDecoderArgs {
     /// Inference timestep spacing: linspace (UnCLIPScheduler's) or leading.
     #[arg(long, default_value = "linspace")]
     pub spacing: String,
-    /// Sampling variance: the trained `learned_range` (default) or `fixed_small_log`. Today the
-    /// scheduler refuses `fixed_small_log` on the decoder's 6-channel output (a typed error);
-    /// the measurement in docs/shapes.md bypassed that check locally.
-    #[arg(long, default_value = "learned_range")]
-    pub variance: String,
+    /// Sampling variance: the trained `learned_range` (default) or `fixed_small_log` (the
+    /// posterior variance; `sample_decoder` then ignores the UNet's variance channels).
+    #[arg(long, default_value = "learned_range", value_parser = crate::shapes::parse_variance)]
+    pub variance: unclip_diffusion::VarianceType,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -576,9 +575,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         "leading" => unclip_diffusion::TimestepSpacing::Leading,
         _ => unclip_diffusion::TimestepSpacing::Linspace,
     };
-    if args.variance == "fixed_small_log" {
-        sc.variance_type = unclip_diffusion::VarianceType::FixedSmallLog;
-    }
+    sc.variance_type = args.variance;
     let obj = TrainingObjective::new(&sc);
     let cond = text_proj.forward(img_emb.clone(), e.clone(), h.clone(), false)?;
     let mask = text_proj.extend_attention_mask(m.clone());
