@@ -1,34 +1,38 @@
 //! The embedded default model (`models/shapes`, trained by `cargo run -p xtask -- train-shapes`)
-//! draws what its captions say: a handful of held-out captions, generated with few steps through
-//! the public pipeline, are read back by the pixel oracle. A broken stage (an untrained or
-//! mis-loaded prior, decoder or upsampler) drops the scores to chance (1/3 shape, 1/6 colour,
-//! 1/2 size, 1/9 position), far below the thresholds.
+//! draws what its captions say: eight held-out captions, generated through the public pipeline
+//! with the folder's settings, are read back by the pixel oracle.
+//!
+//! Two tests share one generation:
+//! - `embedded_model_is_above_chance` runs in CI. Its floors are set where a broken stage lands:
+//!   an untrained or mis-loaded prior, decoder or upsampler drops the scores to chance (1/6
+//!   colour, 1/2 size, 1/9 position; P(>= 4 of 8 colours by chance) = 0.03, P(>= 6 of 8
+//!   positions) < 1e-4) or below (noise reads as nothing). The committed model scores colour 5,
+//!   size 6, position 7 of 8 (docs/shapes.md). Shape is not asserted: the committed decoder
+//!   draws round blobs, so shape is read right only at chance level today.
+//! - `embedded_model_meets_the_goal` is issue #7's goal (>= 90% per attribute, >= 75% all four
+//!   on held-out combinations, here >= 7 of 8 and >= 6 of 8); ignored until the model meets it.
 
 use burn::tensor::Device;
-use unclip::{Control, Settings, UnclipBuilder};
+use unclip::{Control, UnclipBuilder};
 use unclip_shapes::{Split, caption, combinations, oracle};
 
-#[test]
-#[ignore = "the committed decoder does not draw its captions yet (issue #7, docs/shapes.md): run with --ignored once it does"]
-fn embedded_model_draws_held_out_captions() {
+/// Oracle scores of the eight images: per attribute (shape, colour, size, position) and all
+/// four, each out of 8.
+fn generate_and_score() -> ([usize; 4], usize) {
     let dir = unclip_examples::default_model_dir();
     assert!(
         dir.join("model_index.json").is_file(),
         "the embedded model {} is missing",
         dir.display()
     );
-    let settings = Settings {
-        prior_steps: 10,
-        decoder_steps: 10,
-        super_res_steps: 3,
-        super_res_2_steps: 3,
-        seed: 3,
-        ..Settings::default()
-    };
+    // The folder's recommended settings (unclip_settings.json: 250 decoder steps, which the
+    // black-or-white background needs), fewer super-resolution steps.
     let pipe = UnclipBuilder::new()
         .device(Device::flex())
         .from_pretrained(&dir)
-        .settings(settings)
+        .super_res_steps(3)
+        .super_res_2_steps(3)
+        .seed(3)
         .build()
         .expect("the embedded model loads");
     // Eight held-out combinations, spread over the list.
@@ -56,8 +60,30 @@ fn embedded_model_draws_held_out_captions() {
         all += s.all() as usize;
     }
     println!("per attribute (of 8): {per:?}; all four: {all}");
-    for (name, n) in ["shape", "colour", "size", "position"].iter().zip(per) {
-        assert!(n >= 6, "{name}: only {n}/8 images read back correctly");
+    (per, all)
+}
+
+#[test]
+fn embedded_model_is_above_chance() {
+    let (per, _) = generate_and_score();
+    for (name, floor, n) in [
+        ("colour", 4, per[1]),
+        ("size", 5, per[2]),
+        ("position", 6, per[3]),
+    ] {
+        assert!(
+            n >= floor,
+            "{name}: only {n}/8 images read back correctly (floor {floor})"
+        );
     }
-    assert!(all >= 4, "all four attributes right on only {all}/8 images");
+}
+
+#[test]
+#[ignore = "issue #7's goal; the committed model is not there yet (docs/shapes.md)"]
+fn embedded_model_meets_the_goal() {
+    let (per, all) = generate_and_score();
+    for (name, n) in ["shape", "colour", "size", "position"].iter().zip(per) {
+        assert!(n >= 7, "{name}: only {n}/8 images read back correctly");
+    }
+    assert!(all >= 6, "all four attributes right on only {all}/8 images");
 }
