@@ -13,6 +13,62 @@ fn mask(h: &HostTensor, device: &Device) -> Tensor<2, Bool> {
     h.int::<2>(device).equal_elem(1)
 }
 
+/// The fixture's decoder, text projection and decoder scheduler.
+struct Models {
+    io: Io,
+    dir: std::path::PathBuf,
+    unet: UNet2DConditionModel,
+    text_proj: UnCLIPTextProjModel,
+    scheduler: UnCLIPScheduler,
+}
+
+fn models(device: &Device) -> Models {
+    let dir = fixture_dir("unclip_tiny");
+    let io = Io::open_dir(&dir);
+    let unet = UNet2DConditionModel::from_pretrained(dir.join("decoder"), device).expect("decoder");
+    let text_proj =
+        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), device).expect("text_proj");
+    let scheduler = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    Models {
+        io,
+        dir,
+        unet,
+        text_proj,
+        scheduler,
+    }
+}
+
+/// The pipeline call's text conditioning, split into (conditional, unconditional) rows (the
+/// recorded tensors are `[uncond; cond]`).
+fn text_rows(io: &Io, device: &Device) -> (TextConditioning, TextConditioning) {
+    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(device);
+    let hidden = io
+        .get("e2e.text_proj.text_encoder_hidden_states")
+        .float::<3>(device);
+    let text_mask = mask(io.get("e2e.prior.attention_mask"), device);
+    let b = prompt.dims()[0] / 2;
+    let rows = |start: usize| TextConditioning {
+        prompt_embeds: prompt.clone().narrow(0, start, b),
+        hidden_states: hidden.clone().narrow(0, start, b),
+        mask: text_mask.clone().narrow(0, start, b),
+    };
+    (rows(b), rows(0))
+}
+
+/// A decoder call on the fixture's image embeddings and captions without guidance, drawing its
+/// own latents.
+fn unguided_request(io: &Io, device: &Device, steps: usize) -> DecoderRequest {
+    let (text, _) = text_rows(io, device);
+    DecoderRequest {
+        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(device),
+        text,
+        uncond_text: None,
+        guidance_scale: 1.0,
+        num_inference_steps: steps,
+        latents: None,
+    }
+}
+
 /// Noise tensors the pipeline drew during `stage`, in order (io.json `e2e.scheduler_steps`).
 fn stage_noise(io: &Io, manifest: &serde_json::Value, stage: &str) -> ReplayNoise {
     let mut replay = ReplayNoise::new();
@@ -33,33 +89,16 @@ fn stage_noise(io: &Io, manifest: &serde_json::Value, stage: &str) -> ReplayNois
 #[test]
 fn e2e_decoder_stage_reproduces_image_small() {
     let device = test_device();
-    let dir = fixture_dir("unclip_tiny");
-    let io = Io::open_dir(&dir);
+    let Models {
+        io,
+        dir,
+        unet,
+        text_proj,
+        mut scheduler,
+    } = models(&device);
     let manifest = read_json(&dir.join("io.json"));
-    let unet =
-        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj =
-        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut scheduler =
-        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
 
-    // Rows of the pipeline's text inputs: [uncond; cond].
-    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io
-        .get("e2e.text_proj.text_encoder_hidden_states")
-        .float::<3>(&device);
-    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
-    let b = prompt.dims()[0] / 2;
-    let text = TextConditioning {
-        prompt_embeds: prompt.clone().narrow(0, b, b),
-        hidden_states: hidden.clone().narrow(0, b, b),
-        mask: text_mask.clone().narrow(0, b, b),
-    };
-    let uncond = TextConditioning {
-        prompt_embeds: prompt.narrow(0, 0, b),
-        hidden_states: hidden.narrow(0, 0, b),
-        mask: text_mask.narrow(0, 0, b),
-    };
+    let (text, uncond) = text_rows(&io, &device);
     let steps = manifest["e2e"]["steps"]["decoder"].as_u64().expect("steps") as usize;
     let guidance = manifest["e2e"]["guidance"]["decoder"]
         .as_f64()
@@ -98,32 +137,14 @@ fn e2e_decoder_stage_reproduces_image_small() {
 #[test]
 fn sampling_without_guidance_draws_its_own_latents() {
     let device = test_device();
-    let dir = fixture_dir("unclip_tiny");
-    let io = Io::open_dir(&dir);
-    let unet =
-        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj =
-        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut scheduler =
-        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
-    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io
-        .get("e2e.text_proj.text_encoder_hidden_states")
-        .float::<3>(&device);
-    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
-    let b = prompt.dims()[0] / 2;
-    let request = DecoderRequest {
-        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
-        text: TextConditioning {
-            prompt_embeds: prompt.narrow(0, b, b),
-            hidden_states: hidden.narrow(0, b, b),
-            mask: text_mask.narrow(0, b, b),
-        },
-        uncond_text: None,
-        guidance_scale: 1.0,
-        num_inference_steps: 2,
-        latents: None,
-    };
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    let request = unguided_request(&io, &device, 2);
     let mut noise = unclip_diffusion::SeededNoise::new(7);
     let x = sample_decoder(
         &unet,
@@ -135,6 +156,7 @@ fn sampling_without_guidance_draws_its_own_latents() {
     )
     .expect("sample");
     let s = unet.config.sample_size.expect("sample_size").hw();
+    let b = io.get("e2e.text_proj.image_embeddings").shape[0];
     assert_eq!(x.dims(), [b, unet.in_channels(), s[0], s[1]]);
     let max = x.abs().max().into_scalar::<f32>();
     assert!(max <= 1.0, "clamped to [-1, 1], got {max}");
@@ -146,32 +168,14 @@ fn progress_sees_every_step_and_can_cancel() {
     use unclip_decoder::DecoderError;
 
     let device = test_device();
-    let dir = fixture_dir("unclip_tiny");
-    let io = Io::open_dir(&dir);
-    let unet =
-        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj =
-        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut scheduler =
-        UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
-    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io
-        .get("e2e.text_proj.text_encoder_hidden_states")
-        .float::<3>(&device);
-    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
-    let b = prompt.dims()[0] / 2;
-    let request = DecoderRequest {
-        image_embeddings: io.get("e2e.text_proj.image_embeddings").float(&device),
-        text: TextConditioning {
-            prompt_embeds: prompt.narrow(0, b, b),
-            hidden_states: hidden.narrow(0, b, b),
-            mask: text_mask.narrow(0, b, b),
-        },
-        uncond_text: None,
-        guidance_scale: 1.0,
-        num_inference_steps: 3,
-        latents: None,
-    };
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    let request = unguided_request(&io, &device, 3);
     // Every step, in order, with the x0 preview.
     let mut seen = Vec::new();
     let x = sample_decoder(
@@ -236,13 +240,13 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
     use unclip_decoder::GuidedDecoder;
     use unclip_diffusion::{SeededNoise, VarianceType};
     let device = test_device();
-    let dir = fixture_dir("unclip_tiny");
-    let io = Io::open_dir(&dir);
-    let unet =
-        UNet2DConditionModel::from_pretrained(dir.join("decoder"), &device).expect("decoder");
-    let text_proj =
-        UnCLIPTextProjModel::from_pretrained(dir.join("text_proj"), &device).expect("text_proj");
-    let mut learned = UnCLIPScheduler::from_file(dir.join("decoder_scheduler")).expect("scheduler");
+    let Models {
+        io,
+        unet,
+        text_proj,
+        scheduler: mut learned,
+        ..
+    } = models(&device);
     assert_eq!(learned.config().variance_type, VarianceType::LearnedRange);
     let c = unet.in_channels();
     assert_eq!(
@@ -254,17 +258,7 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
     fixed_config.variance_type = VarianceType::FixedSmallLog;
     let mut fixed = UnCLIPScheduler::new(fixed_config);
 
-    let prompt = io.get("e2e.text_proj.prompt_embeds").float::<2>(&device);
-    let hidden = io
-        .get("e2e.text_proj.text_encoder_hidden_states")
-        .float::<3>(&device);
-    let text_mask = mask(io.get("e2e.prior.attention_mask"), &device);
-    let b = prompt.dims()[0] / 2;
-    let text = TextConditioning {
-        prompt_embeds: prompt.narrow(0, b, b),
-        hidden_states: hidden.narrow(0, b, b),
-        mask: text_mask.narrow(0, b, b),
-    };
+    let (text, _) = text_rows(&io, &device);
     let image_embeddings = io.get("e2e.text_proj.image_embeddings").float::<2>(&device);
     let latents = io.get("e2e.decoder_latents").float::<4>(&device);
     let steps = 4;
