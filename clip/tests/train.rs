@@ -100,7 +100,7 @@ fn saved_model_and_towers_reload_identically() {
         &device,
     );
     let pixels = Tensor::<4>::random([2, 3, 8, 8], Distribution::Normal(0.0, 1.0), &device);
-    let vec_of = |t: Tensor<2>| t.into_data().to_vec::<f32>().unwrap();
+    let vec_of = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(
         vec_of(model.text_features(ids.clone(), None)),
         vec_of(reloaded.text_features(ids.clone(), None))
