@@ -716,11 +716,11 @@ pub fn super_res_scheduler(train: &SuperResTrainConfig) -> SchedulerConfig {
 /// run was trained with (its `trainer_state.json`), with Karlo's sampling settings (clipped
 /// x_0; the prior clips at 5 in its normalised space).
 ///
-/// `decoder_variance` overrides the decoder's trained variance type: `fixed_small_log` samples a
+/// `decoder_variance` replaces the decoder's trained variance type: `fixed_small_log` samples a
 /// learned-variance decoder with the posterior variance (its variance channels are ignored).
 pub fn scheduler_configs(
     run: &Path,
-    decoder_variance: Option<VarianceType>,
+    decoder_variance: VarianceType,
 ) -> Result<[(&'static str, SchedulerConfig); 4], Error> {
     let prior: unclip_prior::train::TrainerState =
         unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
@@ -741,13 +741,13 @@ pub fn scheduler_configs(
                 ..PriorTrainer::scheduler_config(&prior.train)
             },
         ),
-        ("decoder_scheduler", {
-            let mut sc = decoder_scheduler(&decoder.train);
-            if let Some(v) = decoder_variance {
-                sc.variance_type = v;
-            }
-            sc
-        }),
+        (
+            "decoder_scheduler",
+            SchedulerConfig {
+                variance_type: decoder_variance,
+                ..decoder_scheduler(&decoder.train)
+            },
+        ),
         ("super_res_scheduler", sr("sr1")?),
         ("super_res_2_scheduler", sr("sr2")?),
     ])
@@ -852,7 +852,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         &weights,
     )?;
     copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
-    for (name, sc) in scheduler_configs(&args.run, Some(args.decoder_variance))? {
+    for (name, sc) in scheduler_configs(&args.run, args.decoder_variance)? {
         let mut v = serde_json::to_value(&sc)?;
         if let Some(m) = v.as_object_mut() {
             m.insert("_class_name".into(), "UnCLIPScheduler".into());
