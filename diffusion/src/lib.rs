@@ -26,7 +26,9 @@ pub use config::{
 };
 pub use error::{ConfigError, DiffusionError};
 pub use guidance::classifier_free_guidance;
-pub use loss::{HybridLossConfig, LossTerms, T0Likelihood, TrainingObjective, sample_timesteps};
+pub use loss::{
+    HybridLossConfig, LossTerms, LossWeighting, T0Likelihood, TrainingObjective, sample_timesteps,
+};
 pub use noise::{NoiseError, NoiseSource, RecordingNoise, ReplayNoise, SeededNoise, randn};
 pub use schedule::{NoiseSchedule, Posterior, cosine_betas};
 pub use scheduler::{

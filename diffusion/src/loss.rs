@@ -2,6 +2,8 @@
 //!
 //! - [`sample_timesteps`]: uniform timesteps `t ~ U{0, .., T-1}` per sample;
 //! - [`mse`]: the simple loss on the chosen target (eps, x0 or v; [`NoiseSchedule::target`]);
+//! - [`LossWeighting`]: an optional per-timestep weight of the simple loss, stated as the weight
+//!   of the equivalent x0 loss (so it means the same whatever the model predicts);
 //! - the hybrid loss `L_simple + lambda * L_vlb` for learned-range variance
 //!   ([`TrainingObjective::loss`]): the VLB term at `t > 0` is the KL between the true
 //!   posterior `q(x_{t-1} | x_t, x0)` and the model's `p(x_{t-1} | x_t)`, with the model mean's
@@ -52,6 +54,88 @@ fn mean_per_sample<const D: usize>(x: Tensor<D>) -> Tensor<1> {
 /// Mean squared error over all elements: `[..] -> [1]`.
 pub fn mse<const D: usize>(prediction: Tensor<D>, target: Tensor<D>) -> Tensor<1> {
     (prediction - target).square().mean()
+}
+
+/// Per-timestep weighting of the simple loss.
+///
+/// Every target's squared error is a multiple of the x0 error at the same `t`:
+/// `|eps - eps^|^2 = SNR |x0 - x0^|^2`, `|v - v^|^2 = (1 + SNR) |x0 - x0^|^2` (Salimans & Ho
+/// 2022), `SNR = a / (1 - a)`. A weighting is stated as the weight `W(t)` it puts on the x0
+/// error; the simple loss of a `prediction_type` is multiplied by `W(t) / k(t)`, `k` its own
+/// factor (1, SNR or 1 + SNR).
+///
+/// ```
+/// use unclip_diffusion::LossWeighting;
+/// let w: LossWeighting = serde_json::from_str(r#"{"type": "snr_plus_one", "max_snr": 20.0}"#).unwrap();
+/// assert_eq!(w, LossWeighting::SnrPlusOne { max_snr: 20.0 });
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LossWeighting {
+    /// The plain MSE of the prediction target (DDPM's `L_simple`; GLIDE, Karlo).
+    #[default]
+    Uniform,
+    /// `W(t) = 1 + min(SNR(t), max_snr)`: v-prediction's x0 weighting, capped as in min-SNR
+    /// weighting (Hang et al. 2023). Against plain x0 prediction (`W = 1`) it adds weight where
+    /// the noise is low (`SNR > 1`), where an x0 loss is tiny and a model that returns a
+    /// slightly blurred `x_t` is barely penalised; against eps prediction (`W = SNR`) it caps the
+    /// low-noise end and keeps weight 1 at the high-noise end.
+    SnrPlusOne { max_snr: f32 },
+}
+
+impl LossWeighting {
+    /// The x0-loss weight `W(t)` at signal-to-noise ratio `snr`.
+    pub fn x0_weight(&self, snr: f32) -> f32 {
+        match *self {
+            LossWeighting::Uniform => 1.0,
+            LossWeighting::SnrPlusOne { max_snr } => 1.0 + snr.min(max_snr),
+        }
+    }
+
+    /// The multiplier of the simple loss on `prediction_type` at `snr`: `W(t) / k(t)`, or 1
+    /// for [`LossWeighting::Uniform`] (whatever the target).
+    pub fn target_weight(&self, prediction_type: PredictionType, snr: f32) -> f32 {
+        if *self == LossWeighting::Uniform {
+            return 1.0;
+        }
+        let k = match prediction_type {
+            PredictionType::Sample => 1.0,
+            PredictionType::Epsilon => snr,
+            PredictionType::VPrediction => 1.0 + snr,
+        };
+        self.x0_weight(snr) / k.max(f32::MIN_POSITIVE)
+    }
+
+    /// Checks the weighting's parameters.
+    pub fn validate(&self) -> Result<(), DiffusionError> {
+        match *self {
+            LossWeighting::Uniform => Ok(()),
+            LossWeighting::SnrPlusOne { max_snr } if max_snr.is_finite() && max_snr >= 0.0 => {
+                Ok(())
+            }
+            LossWeighting::SnrPlusOne { max_snr } => Err(DiffusionError::InvalidArgument {
+                what: "loss weighting snr_plus_one",
+                message: format!("max_snr {max_snr} is not a non-negative number"),
+            }),
+        }
+    }
+}
+
+/// Mean over the batch of per-sample weights times each sample's mean squared error:
+/// `prediction`, `target` `[B, ...]`, `weights` `B` values -> `[1]`.
+pub fn weighted_mse<const D: usize>(
+    prediction: Tensor<D>,
+    target: Tensor<D>,
+    weights: &[f32],
+) -> Tensor<1> {
+    let device = prediction.device();
+    let per_sample = mean_per_sample((prediction - target).square()); // [B]
+    let b = weights.len();
+    let w = Tensor::<1>::from_data(
+        burn::tensor::TensorData::new(weights.to_vec(), [b]),
+        &device,
+    );
+    (per_sample * w).mean()
 }
 
 /// Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats (broadcasting).
@@ -231,6 +315,7 @@ pub struct TrainingObjective {
     prediction_type: PredictionType,
     variance_type: VarianceType,
     hybrid: HybridLossConfig,
+    weighting: LossWeighting,
 }
 
 impl TrainingObjective {
@@ -240,7 +325,40 @@ impl TrainingObjective {
             prediction_type: config.prediction_type,
             variance_type: config.variance_type,
             hybrid: HybridLossConfig::default(),
+            weighting: LossWeighting::Uniform,
         }
+    }
+
+    /// Sets the per-timestep weighting of the simple loss (default [`LossWeighting::Uniform`]).
+    pub fn with_weighting(mut self, weighting: LossWeighting) -> Result<Self, DiffusionError> {
+        weighting.validate()?;
+        self.weighting = weighting;
+        Ok(self)
+    }
+
+    pub fn weighting(&self) -> LossWeighting {
+        self.weighting
+    }
+
+    /// The simple loss: plain MSE, or the weighted per-sample MSE.
+    fn simple_loss<const D: usize>(
+        &self,
+        prediction: Tensor<D>,
+        target: Tensor<D>,
+        timesteps: &[usize],
+    ) -> Tensor<1> {
+        if self.weighting == LossWeighting::Uniform {
+            return mse(prediction, target);
+        }
+        let weights: Vec<f32> = timesteps
+            .iter()
+            .map(|&t| {
+                let a = self.schedule.alpha_bar(t as i64);
+                let snr = a / (1.0 - a).max(f32::MIN_POSITIVE);
+                self.weighting.target_weight(self.prediction_type, snr)
+            })
+            .collect();
+        weighted_mse(prediction, target, &weights)
     }
 
     /// Overrides the hybrid-loss settings (used with learned-range variance).
@@ -295,7 +413,7 @@ impl TrainingObjective {
         match self.variance_type {
             VarianceType::FixedSmallLog => {
                 same_shape("model_output", &model_output, &x0)?;
-                let mse = mse(model_output, target);
+                let mse = self.simple_loss(model_output, target, timesteps);
                 Ok(LossTerms {
                     loss: mse.clone(),
                     mse,
@@ -315,7 +433,7 @@ impl TrainingObjective {
                 let c = dims[1];
                 let prediction = model_output.clone().narrow(1, 0, c);
                 let variance_values = model_output.narrow(1, c, c);
-                let mse = mse(prediction.clone(), target);
+                let mse = self.simple_loss(prediction.clone(), target, timesteps);
                 let vlb = vlb_terms(
                     &self.schedule,
                     self.prediction_type,

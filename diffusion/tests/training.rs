@@ -5,9 +5,9 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Tensor, TensorData};
 use unclip_diffusion::loss::{mse, vlb_terms};
 use unclip_diffusion::{
-    DiffusionError, HybridLossConfig, NoiseSchedule, NoiseSource, PredictionType, ReplayNoise,
-    Sampler, SchedulerConfig, SeededNoise, T0Likelihood, TrainingObjective, UnCLIPScheduler,
-    VarianceType,
+    DiffusionError, HybridLossConfig, LossWeighting, NoiseSchedule, NoiseSource, PredictionType,
+    ReplayNoise, Sampler, SchedulerConfig, SeededNoise, T0Likelihood, TrainingObjective,
+    UnCLIPScheduler, VarianceType,
 };
 use unclip_testkit::{test_device, to_vec};
 
@@ -283,4 +283,100 @@ fn hybrid_loss_decreases_under_adam() {
     assert_eq!(to_vec(terms.loss), to_vec(mse(pred, noise.clone())));
     // wrong channel count is a typed error
     assert!(objective.loss(x0.clone(), x0, noise, x_t, &ts).is_err());
+}
+
+/// A `LossWeighting` is the weight of the x0 error: the same estimate of x0, expressed as the
+/// eps, x0 or v output it corresponds to at `x_t`, gets the same weighted loss, equal to
+/// `mean_b W(t_b) mean(|x0^_b - x0_b|^2)` computed here on the host.
+#[test]
+fn loss_weighting_is_the_same_x0_weight_for_every_target() {
+    let device = test_device();
+    let cfg = SchedulerConfig {
+        variance_type: VarianceType::FixedSmallLog,
+        ..Default::default()
+    };
+    let schedule = NoiseSchedule::from_config(&cfg);
+    let mut rng = SeededNoise::new(21);
+    let shape = [4, 2, 4, 4];
+    let x0 = rng.randn(shape, &device).unwrap();
+    let eps = rng.randn(shape, &device).unwrap();
+    let delta = rng.randn(shape, &device).unwrap().mul_scalar(0.1);
+    let ts = [3usize, 40, 300, 800];
+    let x_t = schedule.q_sample(x0.clone(), eps.clone(), &ts).unwrap();
+    // The model's x0 estimate and the eps it implies at x_t.
+    let x0_hat = x0.clone() + delta.clone();
+    let a: Vec<f32> = ts.iter().map(|&t| schedule.alpha_bar(t as i64)).collect();
+    let per_row = |v: Vec<f32>| Tensor::<4>::from_data(TensorData::new(v, [4, 1, 1, 1]), &device);
+    let sa = per_row(a.iter().map(|a| a.sqrt()).collect());
+    let sb = per_row(a.iter().map(|a| (1.0 - a).sqrt()).collect());
+    let eps_hat = (x_t.clone() - x0_hat.clone() * sa) / sb;
+
+    // Host reference: per-row mean squared x0 error times W(t).
+    let d = to_vec(delta);
+    let n = d.len() / 4;
+    let row_mse: Vec<f32> = (0..4)
+        .map(|b| d[b * n..(b + 1) * n].iter().map(|v| v * v).sum::<f32>() / n as f32)
+        .collect();
+    let snr: Vec<f32> = a.iter().map(|a| a / (1.0 - a)).collect();
+    let max_snr = 20.0;
+    let expected: f32 = (0..4)
+        .map(|b| (1.0 + snr[b].min(max_snr)) * row_mse[b])
+        .sum::<f32>()
+        / 4.0;
+    let uniform_x0: f32 = row_mse.iter().sum::<f32>() / 4.0;
+    // The timesteps span both sides of the cap and of SNR = 1, so the weights differ per row.
+    assert!(snr[0] > max_snr && snr[1] > 1.0 && snr[3] < 1.0, "{snr:?}");
+
+    for pt in [
+        PredictionType::Sample,
+        PredictionType::Epsilon,
+        PredictionType::VPrediction,
+    ] {
+        let output = schedule
+            .target(pt, x0_hat.clone(), eps_hat.clone(), &ts)
+            .unwrap();
+        let objective = TrainingObjective::new(&SchedulerConfig {
+            prediction_type: pt,
+            ..cfg.clone()
+        })
+        .with_weighting(LossWeighting::SnrPlusOne { max_snr })
+        .unwrap();
+        let got = objective
+            .loss(output.clone(), x0.clone(), eps.clone(), x_t.clone(), &ts)
+            .unwrap()
+            .loss
+            .into_scalar::<f32>();
+        let rel = (got - expected).abs() / expected;
+        println!("{pt:?}: weighted loss {got:.6}, expected {expected:.6} (rel {rel:.1e})");
+        assert!(rel < 2e-3, "{pt:?}: {got} vs {expected}");
+
+        // Uniform is the plain MSE of the target, whatever it is.
+        let plain = TrainingObjective::new(&SchedulerConfig {
+            prediction_type: pt,
+            ..cfg.clone()
+        });
+        let target = schedule.target(pt, x0.clone(), eps.clone(), &ts).unwrap();
+        let got = plain
+            .loss(output.clone(), x0.clone(), eps.clone(), x_t.clone(), &ts)
+            .unwrap()
+            .loss
+            .into_scalar::<f32>();
+        let want = mse(output, target).into_scalar::<f32>();
+        assert!((got - want).abs() <= 1e-6 * want.max(1.0), "{pt:?}");
+    }
+    // For x0 prediction, uniform is the host's unweighted mean.
+    let got = TrainingObjective::new(&SchedulerConfig {
+        prediction_type: PredictionType::Sample,
+        ..cfg.clone()
+    })
+    .loss(x0_hat, x0, eps, x_t, &ts)
+    .unwrap()
+    .loss
+    .into_scalar::<f32>();
+    assert!((got - uniform_x0).abs() / uniform_x0 < 1e-4);
+    assert!(
+        TrainingObjective::new(&cfg)
+            .with_weighting(LossWeighting::SnrPlusOne { max_snr: -1.0 })
+            .is_err()
+    );
 }

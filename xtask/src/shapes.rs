@@ -32,7 +32,7 @@ use unclip_decoder::{
     TextConditioning, TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel,
     UnCLIPTextProjModel,
 };
-use unclip_diffusion::{PredictionType, SchedulerConfig, VarianceType};
+use unclip_diffusion::{LossWeighting, PredictionType, SchedulerConfig, VarianceType};
 use unclip_prior::train::{PriorBatch, PriorTrainer, TrainConfig};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_shapes::{
@@ -107,6 +107,35 @@ pub struct TrainArgs {
     /// t ~ 950 and the decoder learned to ignore its conditioning (docs/shapes.md).
     #[arg(long, default_value = "linear")]
     pub decoder_schedule: String,
+    /// Decoder: weighting of the simple loss, `uniform` or `snr_plus_one:<max_snr>` (x_0 loss
+    /// weighted by 1 + min(SNR, max_snr), as v-prediction weights it; see
+    /// `unclip_diffusion::LossWeighting`). Applies from this invocation on.
+    #[arg(long, default_value = "uniform")]
+    pub decoder_loss_weighting: String,
+    /// Decoder: the step the learning-rate schedule (200 warmup steps, cosine decay to
+    /// `decoder_steps`) starts from; a resumed run given a later phase start warms up and decays
+    /// again over the new steps only (default 0: one schedule over the whole run).
+    #[arg(long, default_value_t = 0)]
+    pub decoder_lr_phase_start: u64,
+}
+
+/// The `--decoder-loss-weighting` value.
+pub fn parse_loss_weighting(text: &str) -> Result<LossWeighting, Error> {
+    if text == "uniform" {
+        return Ok(LossWeighting::Uniform);
+    }
+    if let Some(max) = text.strip_prefix("snr_plus_one:") {
+        let max_snr: f32 = max
+            .parse()
+            .map_err(|e| format!("--decoder-loss-weighting {text}: max_snr: {e}"))?;
+        let w = LossWeighting::SnrPlusOne { max_snr };
+        w.validate()?;
+        return Ok(w);
+    }
+    Err(format!(
+        "--decoder-loss-weighting {text}: expected `uniform` or `snr_plus_one:<max_snr>`"
+    )
+    .into())
 }
 
 /// The `--decoder-schedule` value.
@@ -599,6 +628,8 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     };
     trainer.config.min_timestep = args.decoder_min_timestep;
     trainer.config.high_noise_fraction = args.decoder_high_noise_fraction;
+    trainer.config.loss_weighting = parse_loss_weighting(&args.decoder_loss_weighting)?;
+    let phase = args.decoder_lr_phase_start.min(args.decoder_steps);
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
     let pb = bar(args.decoder_steps, start, "decoder");
@@ -606,7 +637,12 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     for step in start..args.decoder_steps {
         let ex = batch(args.seed, 3, step, args.decoder_batch);
         let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
-        trainer.config.learning_rate = cosine_lr(base_lr, step, 200, args.decoder_steps);
+        trainer.config.learning_rate = cosine_lr(
+            base_lr,
+            step.saturating_sub(phase),
+            200,
+            args.decoder_steps - phase,
+        );
         let losses = trainer.train_step(&DecoderBatch {
             images: images_signed(&ex, BASE, &plain),
             image_embeddings: img,
