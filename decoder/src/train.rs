@@ -547,13 +547,12 @@ impl DecoderTrainer {
             uncond,
             optim,
             noise: SeededNoise::new(config.seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            objective: TrainingObjective::new(&Self::scheduler_config(&config)).with_hybrid(
-                HybridLossConfig {
+            objective: TrainingObjective::new(&Self::scheduler_config(&config))
+                .with_hybrid(HybridLossConfig {
                     lambda: config.vlb_weight,
                     t0_likelihood: T0Likelihood::DiscretizedGaussian,
-                },
-            )
-            .with_weighting(config.loss_weighting)?,
+                })
+                .with_weighting(config.loss_weighting)?,
             device: device.clone(),
             config,
             step,

@@ -117,6 +117,37 @@ pub struct TrainArgs {
     /// again over the new steps only (default 0: one schedule over the whole run).
     #[arg(long, default_value_t = 0)]
     pub decoder_lr_phase_start: u64,
+    /// Decoder target: `sample` (x_0) or `v_prediction`. A resumed run trained with another
+    /// target switches (x_0 -> v starts from the negated x_0 head: v is -x_0 at high noise).
+    /// x_0 prediction leaves the identity at low noise to be learned, and the shapes decoder
+    /// did not learn it (its x_0 at t = 10 is a blurred copy of x_t); v has it built in.
+    #[arg(long, default_value = "sample")]
+    pub decoder_prediction: String,
+}
+
+/// The `--decoder-prediction` value.
+fn parse_prediction(text: &str) -> Result<PredictionType, Error> {
+    match text {
+        "sample" => Ok(PredictionType::Sample),
+        "v_prediction" => Ok(PredictionType::VPrediction),
+        other => {
+            Err(format!("--decoder-prediction {other}: expected `sample` or `v_prediction`").into())
+        }
+    }
+}
+
+/// `unet` with its first `c` output channels (the prediction; the rest are variance values)
+/// negated: conv_out's weight rows and bias.
+fn negate_prediction_channels(mut unet: UNet2DConditionModel, c: usize) -> UNet2DConditionModel {
+    let w = unet.conv_out.weight.val(); // [O, I, k, k]
+    let o = w.dims()[0];
+    let sign: Vec<f32> = (0..o).map(|i| if i < c { -1.0 } else { 1.0 }).collect();
+    let sign = Tensor::<1>::from_floats(sign.as_slice(), &w.device());
+    unet.conv_out.weight = Param::from_tensor(w * sign.clone().reshape([o, 1, 1, 1]));
+    if let Some(b) = unet.conv_out.bias.take() {
+        unet.conv_out.bias = Some(Param::from_tensor(b.val() * sign));
+    }
+    unet
 }
 
 /// The `--decoder-loss-weighting` value.
@@ -132,10 +163,10 @@ pub fn parse_loss_weighting(text: &str) -> Result<LossWeighting, Error> {
         w.validate()?;
         return Ok(w);
     }
-    Err(format!(
-        "--decoder-loss-weighting {text}: expected `uniform` or `snr_plus_one:<max_snr>`"
+    Err(
+        format!("--decoder-loss-weighting {text}: expected `uniform` or `snr_plus_one:<max_snr>`")
+            .into(),
     )
-    .into())
 }
 
 /// The `--decoder-schedule` value.
@@ -588,23 +619,31 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         hidden_states: uh,
         mask: um,
     };
+    let wanted = parse_prediction(&args.decoder_prediction)?;
     let mut trainer = if dir.join("trainer_state.json").is_file() {
         let t = DecoderTrainer::resume(&dir, uncond.clone(), &device)?;
-        if t.config.prediction_type != PredictionType::Sample {
-            // A run started with eps prediction (the committed model's first 1000 steps):
-            // continue from its weights with x_0 prediction (fresh optimizer and EMA).
+        let from = t.config.prediction_type;
+        if from != wanted {
+            // Continue from the run's weights with another target (fresh optimizer and EMA):
+            // eps -> x_0 (the committed model's first 1000 steps were eps), or x_0 -> v.
             println!(
-                "decoder: switching the run from eps to x_0 prediction at step {}",
+                "decoder: switching the run from {from:?} to {wanted:?} prediction at step {}",
                 t.step
             );
             let step = t.step;
             let config = DecoderTrainConfig {
-                prediction_type: PredictionType::Sample,
+                prediction_type: wanted,
                 ..t.config.clone()
             };
             let models = t.models.valid();
-            let mut t =
-                DecoderTrainer::new(models.text_proj, models.unet, uncond, config, &device)?;
+            let unet = if (from, wanted) == (PredictionType::Sample, PredictionType::VPrediction) {
+                // v = (sqrt(a) x_t - x_0) / sqrt(1 - a) is -x_0 at high noise: start from the
+                // x_0 head negated, so only the low-noise end has to be learned anew.
+                negate_prediction_channels(models.unet, 3)
+            } else {
+                models.unet
+            };
+            let mut t = DecoderTrainer::new(models.text_proj, unet, uncond, config, &device)?;
             t.step = step;
             t
         } else {
@@ -619,7 +658,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         let config = DecoderTrainConfig {
             learning_rate: 6e-4,
             ema_decay: Some(0.995),
-            prediction_type: PredictionType::Sample,
+            prediction_type: wanted,
             schedule: decoder_schedule(&args.decoder_schedule)?,
             seed: args.seed + 5,
             ..DecoderTrainConfig::default()

@@ -485,6 +485,9 @@ pub struct EvalDecoderArgs {
     /// posterior variance; `sample_decoder` then ignores the UNet's variance channels).
     #[arg(long, default_value = "learned_range", value_parser = crate::shapes::parse_variance)]
     pub variance: unclip_diffusion::VarianceType,
+    /// Evaluate on seen (training) combinations instead of the held-out ones.
+    #[arg(long)]
+    pub seen: bool,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -508,7 +511,11 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let text_proj =
         UnCLIPTextProjModel::from_pretrained(args.run.join("decoder/text_proj"), &device)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
-    let held = combinations(Split::HeldOut);
+    let held = combinations(if args.seen {
+        Split::Train
+    } else {
+        Split::HeldOut
+    });
     let examples: Vec<unclip_shapes::Example> = (0..args.images)
         .map(|i| {
             let a = held[i * 5 % held.len()];
@@ -597,9 +604,42 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             &vec![t; n],
         )?;
         let x0 = x0.clamp(-1.0, 1.0);
-        let em = mse(eps_pred, eps);
-        let xm = mse(x0, target.clone());
+        let em = mse(eps_pred, eps.clone());
+        let xm = mse(x0.clone(), target.clone());
         line.push_str(&format!(" t={t}: {em:.4}/{xm:.4}"));
+        if t <= 100 {
+            // Where the low-noise error is: the shape, the background, the 2-pixel border ring;
+            // and its signed mean (a colour cast) against what x_t alone would give.
+            let s = crate::shapes::BASE as usize;
+            let mut ring = vec![0f32; s * s];
+            for y in 0..s {
+                for x in 0..s {
+                    if x < 2 || y < 2 || x + 2 >= s || y + 2 >= s {
+                        ring[y * s + x] = 1.0;
+                    }
+                }
+            }
+            let ring = Tensor::<1>::from_floats(ring.as_slice(), &device).reshape([1, 1, s, s]);
+            let err = (x0.clone() - target.clone()).powi_scalar(2); // [B, 3, S, S]
+            let part = |m: Tensor<4>| -> f32 {
+                let m = m.expand([n, 3, s, s]);
+                (err.clone() * m.clone()).sum().into_scalar::<f32>()
+                    / m.sum().into_scalar::<f32>().max(1.0)
+            };
+            let bg_mask = shape_mask.clone().neg().add_scalar(1.0);
+            let xt_mse = mse(
+                obj.noisy_input(target.clone(), eps.clone(), &vec![t; n])?,
+                target.clone(),
+            );
+            println!(
+                "t={t}: x0 error on shape {:.4}, background {:.4}, border ring {:.4}; mean signed error {:+.4}; x_t itself {:.4}",
+                part(shape_mask.clone()),
+                part(bg_mask),
+                part(ring),
+                (x0 - target.clone()).mean().into_scalar::<f32>(),
+                xt_mse
+            );
+        }
     }
     println!("{line}");
     // Does the conditioning matter? x_0 error at t = 999 (x_t carries no signal) with the
@@ -608,7 +648,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     {
         let roll = |t: Tensor<2>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
         let roll3 = |t: Tensor<3>| Tensor::cat(vec![t.clone().slice([1..n]), t.slice([0..1])], 0);
-        for tc in [500usize, 800, 999] {
+        for tc in [10usize, 500, 800, 999] {
             let eps = SeededNoise::new(999).randn(target.dims(), &device)?;
             let xt = obj.noisy_input(target.clone(), eps.clone(), &vec![tc; n])?;
             let (ue, uh, um) = (ue.clone(), uh.clone(), um.clone());
