@@ -123,6 +123,10 @@ pub struct TrainArgs {
     /// did not learn it (its x_0 at t = 10 is a blurred copy of x_t); v has it built in.
     #[arg(long, default_value = "sample")]
     pub decoder_prediction: String,
+    /// Decoder: the peak learning rate of this invocation's schedule (default: the run's, 6e-4
+    /// for a fresh run).
+    #[arg(long)]
+    pub decoder_learning_rate: Option<f64>,
 }
 
 /// The `--decoder-prediction` value.
@@ -668,6 +672,9 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     trainer.config.min_timestep = args.decoder_min_timestep;
     trainer.config.high_noise_fraction = args.decoder_high_noise_fraction;
     trainer.config.loss_weighting = parse_loss_weighting(&args.decoder_loss_weighting)?;
+    if let Some(lr) = args.decoder_learning_rate {
+        trainer.config.learning_rate = lr;
+    }
     let phase = args.decoder_lr_phase_start.min(args.decoder_steps);
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;

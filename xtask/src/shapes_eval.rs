@@ -488,6 +488,9 @@ pub struct EvalDecoderArgs {
     /// Evaluate on seen (training) combinations instead of the held-out ones.
     #[arg(long)]
     pub seen: bool,
+    /// Sample without clipping x_0 to [-1, 1] (the exported scheduler clips).
+    #[arg(long)]
+    pub no_clip: bool,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -583,6 +586,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         _ => unclip_diffusion::TimestepSpacing::Linspace,
     };
     sc.variance_type = args.variance;
+    sc.clip_sample = !args.no_clip;
     let obj = TrainingObjective::new(&sc);
     let cond = text_proj.forward(img_emb.clone(), e.clone(), h.clone(), false)?;
     let mask = text_proj.extend_attention_mask(m.clone());
