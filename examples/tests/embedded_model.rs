@@ -7,7 +7,7 @@
 //!   an untrained or mis-loaded prior, decoder or upsampler drops the scores to chance (1/6
 //!   colour, 1/2 size, 1/9 position; P(>= 4 of 8 colours by chance) = 0.03, P(>= 6 of 8
 //!   positions) < 1e-4) or below (noise reads as nothing). The committed model scores shape 3,
-//!   colour 6, size 7, position 8 of 8, all four 3 (docs/shapes.md). Shape is not asserted: the
+//!   colour 6, size 8, position 8 of 8, all four 3 (docs/shapes.md). Shape is not asserted: the
 //!   committed decoder draws irregular blobs, and over 40 held-out captions it reads shape right
 //!   only 47.5% of the time (chance 33%); on these 8 the circles are right and the triangles
 //!   not.
