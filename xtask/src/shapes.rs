@@ -643,7 +643,8 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             let unet = if (from, wanted) == (PredictionType::Sample, PredictionType::VPrediction) {
                 // v = (sqrt(a) x_t - x_0) / sqrt(1 - a) is -x_0 at high noise: start from the
                 // x_0 head negated, so only the low-noise end has to be learned anew.
-                negate_prediction_channels(models.unet, 3)
+                let c = models.unet.in_channels();
+                negate_prediction_channels(models.unet, c)
             } else {
                 models.unet
             };
