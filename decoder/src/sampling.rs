@@ -20,7 +20,9 @@
 use std::ops::ControlFlow;
 
 use burn::tensor::{Bool, Tensor};
-use unclip_diffusion::{NoiseSource, UnCLIPScheduler, VarianceType, classifier_free_guidance};
+use unclip_diffusion::{
+    NoiseSource, Sampler, UnCLIPScheduler, VarianceType, classifier_free_guidance,
+};
 
 use crate::{DecoderError, UNet2DConditionModel, UnCLIPTextProjModel};
 
@@ -77,6 +79,9 @@ pub struct DecoderRequest {
     /// `x_T [B, C, H, W]`; drawn from the noise source (`[B, in_channels, S, S]` with S the
     /// config's `sample_size`) when `None`.
     pub latents: Option<Tensor<4>>,
+    /// The reverse update: Karlo's ancestral step ([`Sampler::Ancestral`], the pipelines'
+    /// default) or DDIM.
+    pub sampler: Sampler,
 }
 
 /// What a sampling progress callback sees after each scheduler step (used by
@@ -235,6 +240,7 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
         guidance_scale,
         num_inference_steps,
         latents,
+        sampler,
     } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
@@ -283,7 +289,7 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
         } else {
             out
         };
-        let step = scheduler.step(out, t, x, prev, noise)?;
+        let step = scheduler.step_with(sampler, out, t, x, prev, noise)?;
         x = step.prev_sample;
         let flow = progress(&StepInfo {
             index,

@@ -6,7 +6,7 @@ use unclip_decoder::{
     DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, no_progress,
     sample_decoder,
 };
-use unclip_diffusion::{ReplayNoise, UnCLIPScheduler};
+use unclip_diffusion::{ReplayNoise, Sampler, UnCLIPScheduler};
 use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
 
 fn mask(h: &HostTensor, device: &Device) -> Tensor<2, Bool> {
@@ -66,6 +66,7 @@ fn unguided_request(io: &Io, device: &Device, steps: usize) -> DecoderRequest {
         guidance_scale: 1.0,
         num_inference_steps: steps,
         latents: None,
+        sampler: Sampler::Ancestral,
     }
 }
 
@@ -111,6 +112,7 @@ fn e2e_decoder_stage_reproduces_image_small() {
         guidance_scale: guidance,
         num_inference_steps: steps,
         latents: Some(io.get("e2e.decoder_latents").float(&device)),
+        sampler: Sampler::Ancestral,
     };
     let image_small = sample_decoder(
         &unet,
@@ -269,6 +271,7 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
         guidance_scale: 1.0,
         num_inference_steps: steps,
         latents: Some(latents.clone()),
+        sampler: Sampler::Ancestral,
     };
     let got = sample_decoder(
         &unet,
@@ -316,4 +319,88 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
         spread > 1e-3,
         "learned variance made no difference ({spread})"
     );
+}
+
+/// `Sampler::Ddim { eta: 0 }` runs deterministic DDIM: no noise is drawn (an empty replay would
+/// fail on the first draw), and the result is the DDIM update written out here from the
+/// schedule's `alphas_cumprod` (x_0 from the eps prediction, clipped as the scheduler config
+/// says; `x_prev = sqrt(a_prev) x_0 + sqrt(1 - a_prev) eps`, `a_prev = 1` after the last step).
+#[test]
+fn ddim_sampler_is_deterministic_ddim() {
+    use unclip_decoder::GuidedDecoder;
+    use unclip_diffusion::{PredictionType, SeededNoise};
+    let device = test_device();
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    assert_eq!(scheduler.config().prediction_type, PredictionType::Epsilon);
+    let c = unet.in_channels();
+    let (text, _) = text_rows(&io, &device);
+    let image_embeddings = io.get("e2e.text_proj.image_embeddings").float::<2>(&device);
+    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
+    let steps = 4;
+    let request = DecoderRequest {
+        image_embeddings: image_embeddings.clone(),
+        text: text.clone(),
+        uncond_text: None,
+        guidance_scale: 1.0,
+        num_inference_steps: steps,
+        latents: Some(latents.clone()),
+        sampler: Sampler::Ddim { eta: 0.0 },
+    };
+    let got = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        request.clone(),
+        &mut ReplayNoise::new(),
+        &mut no_progress,
+    )
+    .expect("ddim sampling draws no noise");
+
+    let model =
+        GuidedDecoder::new(&unet, &text_proj, image_embeddings, text, None, 1.0).expect("model");
+    let ac = scheduler.schedule().alphas_cumprod().to_vec();
+    let (clip, range) = (
+        scheduler.config().clip_sample,
+        scheduler.config().clip_sample_range,
+    );
+    let ts = scheduler.timesteps().to_vec();
+    let mut x = latents * scheduler.init_noise_sigma();
+    for (i, &t) in ts.iter().enumerate() {
+        let eps = model.output(x.clone(), t).expect("output").narrow(1, 0, c);
+        let a = ac[t];
+        let a_prev = ts.get(i + 1).map(|&p| ac[p]).unwrap_or(1.0);
+        let mut x0 = (x - eps.clone() * (1.0 - a).sqrt()) / a.sqrt();
+        if clip {
+            x0 = x0.clamp(-range, range);
+        }
+        x = x0 * a_prev.sqrt() + eps * (1.0 - a_prev).sqrt();
+    }
+    let expected = x.clamp(-1.0, 1.0);
+    let diff = (got.clone() - expected.clone())
+        .abs()
+        .max()
+        .into_scalar::<f32>();
+    assert!(diff < 1e-5, "max abs difference {diff}");
+
+    // The ancestral sampler from the same x_T is a different image.
+    let ancestral = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        DecoderRequest {
+            sampler: Sampler::Ancestral,
+            ..request
+        },
+        &mut SeededNoise::new(3),
+        &mut no_progress,
+    )
+    .expect("ancestral sampling");
+    let spread = (ancestral - got).abs().max().into_scalar::<f32>();
+    assert!(spread > 1e-3, "the sampler made no difference ({spread})");
 }

@@ -21,13 +21,52 @@ pub struct StepOutput<const D: usize> {
     pub pred_original_sample: Tensor<D>,
 }
 
-/// Which reverse update [`UnCLIPScheduler::denoise`] applies.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// Which reverse update [`UnCLIPScheduler::denoise`] and
+/// [`UnCLIPScheduler::step_with`] apply.
+///
+/// In JSON (a model folder's `unclip_settings.json`): `"ancestral"` or `{"ddim": {"eta": 0.0}}`.
+/// On a command line ([`Sampler::parse`]): `ancestral`, `ddim` (eta 0) or `ddim:<eta>`.
+///
+/// ```
+/// use unclip_diffusion::Sampler;
+/// assert_eq!(Sampler::parse("ddim:0.5").unwrap(), Sampler::Ddim { eta: 0.5 });
+/// assert_eq!(Sampler::parse("ancestral").unwrap(), Sampler::default());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Sampler {
     /// [`UnCLIPScheduler::step`]: Karlo's ancestral (DDPM-style) step.
+    #[default]
     Ancestral,
     /// [`UnCLIPScheduler::ddim_step`] with this `eta` (0: deterministic).
     Ddim { eta: f32 },
+}
+
+impl Sampler {
+    /// Parses `ancestral`, `ddim` (eta 0) or `ddim:<eta>` (`eta` finite and >= 0).
+    pub fn parse(text: &str) -> Result<Sampler, DiffusionError> {
+        let bad = |message: String| DiffusionError::InvalidArgument {
+            what: "sampler",
+            message,
+        };
+        match text.split_once(':') {
+            None if text == "ancestral" => Ok(Sampler::Ancestral),
+            None if text == "ddim" => Ok(Sampler::Ddim { eta: 0.0 }),
+            Some(("ddim", eta)) => {
+                let eta: f32 = eta
+                    .parse()
+                    .map_err(|_| bad(format!("`{eta}` in `{text}` is not a number")))?;
+                if eta.is_finite() && eta >= 0.0 {
+                    Ok(Sampler::Ddim { eta })
+                } else {
+                    Err(bad(format!("eta must be finite and >= 0, got {eta}")))
+                }
+            }
+            _ => Err(bad(format!(
+                "`{text}`: expected `ancestral`, `ddim` or `ddim:<eta>`"
+            ))),
+        }
+    }
 }
 
 /// The scalars of one step from `t` to `prev_timestep` (f32, as torch computes them).
@@ -455,13 +494,30 @@ impl UnCLIPScheduler {
         let mut x = x_t;
         for (t, prev) in self.timestep_pairs() {
             let output = model(x.clone(), t)?;
-            x = match sampler {
-                Sampler::Ancestral => self.step(output, t, x, prev, noise)?,
-                Sampler::Ddim { eta } => self.ddim_step(output, t, x, prev, eta, noise)?,
-            }
-            .prev_sample;
+            x = self
+                .step_with(sampler, output, t, x, prev, noise)?
+                .prev_sample;
         }
         Ok(x)
+    }
+
+    /// One reverse step with the given sampler: [`step`](Self::step) or
+    /// [`ddim_step`](Self::ddim_step).
+    pub fn step_with<const D: usize, N: NoiseSource + ?Sized>(
+        &self,
+        sampler: Sampler,
+        model_output: Tensor<D>,
+        t: usize,
+        sample: Tensor<D>,
+        prev_timestep: Option<usize>,
+        noise: &mut N,
+    ) -> Result<StepOutput<D>, DiffusionError> {
+        match sampler {
+            Sampler::Ancestral => self.step(model_output, t, sample, prev_timestep, noise),
+            Sampler::Ddim { eta } => {
+                self.ddim_step(model_output, t, sample, prev_timestep, eta, noise)
+            }
+        }
     }
 }
 
@@ -647,6 +703,44 @@ mod tests {
         ));
         // t == 0 draws nothing
         assert!(s.step(x.clone(), 0, x, None, &mut empty).is_ok());
+    }
+
+    #[test]
+    fn sampler_parses_and_round_trips_through_json() {
+        assert_eq!(Sampler::parse("ancestral").unwrap(), Sampler::Ancestral);
+        assert_eq!(Sampler::parse("ddim").unwrap(), Sampler::Ddim { eta: 0.0 });
+        assert_eq!(
+            Sampler::parse("ddim:1").unwrap(),
+            Sampler::Ddim { eta: 1.0 }
+        );
+        for bad in [
+            "",
+            "euler",
+            "ddim:",
+            "ddim:x",
+            "ddim:-1",
+            "ddim:inf",
+            "ancestral:1",
+        ] {
+            let err = Sampler::parse(bad).expect_err(bad);
+            assert!(
+                matches!(
+                    err,
+                    DiffusionError::InvalidArgument {
+                        what: "sampler",
+                        ..
+                    }
+                ),
+                "{bad}: {err:?}"
+            );
+        }
+        for (s, json) in [
+            (Sampler::Ancestral, r#""ancestral""#),
+            (Sampler::Ddim { eta: 0.5 }, r#"{"ddim":{"eta":0.5}}"#),
+        ] {
+            assert_eq!(serde_json::to_string(&s).unwrap(), json);
+            assert_eq!(serde_json::from_str::<Sampler>(json).unwrap(), s);
+        }
     }
 
     #[test]

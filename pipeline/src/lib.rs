@@ -31,6 +31,7 @@ pub use pipeline::{
     UnclipPipeline, XtMode, slerp,
 };
 pub use progress::{Control, Progress, ProgressFn, Stage};
+pub use unclip_diffusion::Sampler;
 
 pub use burn;
 pub use unclip_clip as clip;

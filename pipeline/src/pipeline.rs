@@ -16,7 +16,7 @@ use unclip_decoder::{
     DecoderError, DecoderRequest, GuidedDecoder, TextConditioning, UNet2DConditionModel,
     UnCLIPTextProjModel, sample_decoder,
 };
-use unclip_diffusion::{NoiseSource, SeededNoise, UnCLIPScheduler};
+use unclip_diffusion::{NoiseSource, Sampler, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
 use unclip_prior::{PriorConditioning, PriorTransformer};
 use unclip_tokenizer::ClipTokenizer;
@@ -58,6 +58,9 @@ pub struct Settings {
     pub seed: u64,
     /// Run the super-resolution stages (otherwise the decoder's 64x64 output is returned).
     pub super_res: bool,
+    /// The decoder's reverse update (Karlo: the ancestral step; JSON `"ancestral"` or
+    /// `{"ddim": {"eta": 0.0}}`).
+    pub decoder_sampler: Sampler,
 }
 
 impl Default for Settings {
@@ -72,6 +75,7 @@ impl Default for Settings {
             prior_candidates: 1,
             seed: 0,
             super_res: true,
+            decoder_sampler: Sampler::Ancestral,
         }
     }
 }
@@ -413,6 +417,10 @@ impl UnclipBuilder {
     setter!(
         /// Whether the super-resolution stages run (otherwise the decoder's output is returned).
         with_super_res, super_res, bool
+    );
+    setter!(
+        /// The decoder's reverse update (ancestral, Karlo's; or DDIM).
+        decoder_sampler, decoder_sampler, Sampler
     );
 
     /// A tokenizer instead of the folder's `tokenizer`.
@@ -967,6 +975,7 @@ impl UnclipPipeline {
                 guidance_scale: self.settings.decoder_guidance_scale,
                 num_inference_steps: self.settings.decoder_steps,
                 latents: decoder_latents,
+                sampler: self.settings.decoder_sampler,
             },
             noise,
             &mut |s| {

@@ -86,6 +86,8 @@ enum Task {
     EvalSr(shapes_eval::EvalSrArgs),
     /// Measure the decoder of a shapes run on held-out renders (true embeddings).
     EvalDecoder(shapes_eval::EvalDecoderArgs),
+    /// Measure the prior of a shapes model in CLIP image-embedding space (nearest render).
+    EvalPrior(shapes_eval::EvalPriorArgs),
     /// Render a caption of the shapes world as a PNG (inputs for the image examples).
     RenderShape(shapes_eval::RenderArgs),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
@@ -112,6 +114,7 @@ fn main() {
         Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
         Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
         Task::EvalDecoder(a) => exit_on_error(shapes_eval::eval_decoder(&a)),
+        Task::EvalPrior(a) => exit_on_error(shapes_eval::eval_prior(&a)),
         Task::RenderShape(a) => exit_on_error(shapes_eval::render(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),

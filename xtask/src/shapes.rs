@@ -861,6 +861,18 @@ pub struct ExportArgs {
     /// them (docs/shapes.md).
     #[arg(long, default_value = "fixed_small_log", value_parser = parse_variance)]
     pub decoder_variance: VarianceType,
+    /// Recommended decoder sampler, written to `unclip_settings.json`: `ancestral`, `ddim` or
+    /// `ddim:<eta>`.
+    #[arg(long, default_value = "ancestral", value_parser = parse_sampler)]
+    pub decoder_sampler: unclip::Sampler,
+    /// Recommended prior guidance scale, written to `unclip_settings.json`.
+    #[arg(long, default_value_t = 4.0)]
+    pub prior_guidance: f32,
+}
+
+/// `ancestral` | `ddim` | `ddim:<eta>` ([`unclip::Sampler::parse`]).
+pub fn parse_sampler(s: &str) -> Result<unclip::Sampler, String> {
+    unclip::Sampler::parse(s).map_err(|e| e.to_string())
 }
 
 /// `fixed_small_log` | `learned_range`, as diffusers' scheduler configs spell them.
@@ -963,6 +975,8 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
     let settings = unclip::Settings {
         decoder_steps: args.decoder_steps,
         decoder_guidance_scale: args.decoder_guidance,
+        decoder_sampler: args.decoder_sampler,
+        prior_guidance_scale: args.prior_guidance,
         ..unclip::Settings::default()
     };
     unclip_nn::write_json(out.join(unclip::SETTINGS_FILE), &settings)?;

@@ -50,6 +50,9 @@ pub struct EvalArgs {
     pub decoder_guidance: Option<f32>,
     #[arg(long)]
     pub prior_guidance: Option<f32>,
+    /// Decoder sampler: `ancestral`, `ddim` or `ddim:<eta>` (default: the folder's).
+    #[arg(long, value_parser = crate::shapes::parse_sampler)]
+    pub decoder_sampler: Option<unclip::Sampler>,
     /// Skip the variations and interpolation checks.
     #[arg(long)]
     pub text_only: bool,
@@ -108,6 +111,7 @@ fn settings(args: &EvalArgs) -> Result<Settings, Error> {
         super_res_steps: args.super_res_steps.unwrap_or(d.super_res_steps),
         decoder_guidance_scale: args.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
         prior_guidance_scale: args.prior_guidance.unwrap_or(d.prior_guidance_scale),
+        decoder_sampler: args.decoder_sampler.unwrap_or(d.decoder_sampler),
         ..d
     })
 }
@@ -491,6 +495,9 @@ pub struct EvalDecoderArgs {
     /// Sample without clipping x_0 to [-1, 1] (the exported scheduler clips).
     #[arg(long)]
     pub no_clip: bool,
+    /// Sampler: `ancestral` (Karlo's), `ddim` or `ddim:<eta>`.
+    #[arg(long, default_value = "ancestral", value_parser = crate::shapes::parse_sampler)]
+    pub sampler: unclip::Sampler,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -722,6 +729,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             guidance_scale: args.guidance,
             num_inference_steps: args.steps,
             latents: None,
+            sampler: args.sampler,
         },
         &mut SeededNoise::new(3),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
@@ -775,4 +783,157 @@ pub fn render(args: &RenderArgs) -> Result<(), Error> {
     Scene::new(a, bg).render(args.side).save(&args.out)?;
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalPriorArgs {
+    /// The model folder.
+    #[arg(long, default_value = "models/shapes")]
+    pub model: PathBuf,
+    /// Prior guidance scales to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    pub guidance: Vec<f32>,
+    /// Prior steps (default: the folder's).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Seen (training) combinations to score besides the 40 held-out ones.
+    #[arg(long, default_value_t = 40)]
+    pub seen: usize,
+    /// Samples per caption.
+    #[arg(long, default_value_t = 2)]
+    pub per_combo: usize,
+}
+
+/// Rows of `x [N, E]` scaled to unit length, as host vectors.
+fn unit_rows(x: burn::tensor::Tensor<2>) -> Vec<Vec<f32>> {
+    let [n, e] = x.dims();
+    let v = x.into_data().try_to_vec::<f32>().unwrap_or_default();
+    (0..n)
+        .map(|i| {
+            let r = &v[i * e..(i + 1) * e];
+            let norm = r.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
+            r.iter().map(|a| a / norm).collect()
+        })
+        .collect()
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// The prior alone, in CLIP image-embedding space: the canonical caption of every held-out
+/// combination (and of `seen` training ones) -> prior samples; each sample is read as the
+/// attributes of its nearest CLIP image embedding among renders of all 324 combinations on both
+/// backgrounds (cosine). The same read-out of fresh jittered renders' own embeddings is the
+/// ceiling (what the image encoder separates).
+pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
+    use unclip_diffusion::SeededNoise;
+    let t0 = std::time::Instant::now();
+    let d = Settings::from_model_dir(&args.model)?;
+    let mut pipe = UnclipBuilder::new()
+        .device(Device::flex())
+        .from_pretrained(&args.model)
+        .settings(Settings {
+            prior_steps: args.steps.unwrap_or(d.prior_steps),
+            ..d
+        })
+        .build()?;
+    // Reference embeddings: every combination on both backgrounds.
+    let all = Attributes::all();
+    let mut refs: Vec<(Attributes, Vec<f32>)> = Vec::new();
+    for bg in Background::all() {
+        for chunk in all.chunks(64) {
+            let imgs: Vec<RgbImage> = chunk
+                .iter()
+                .map(|a| Scene::new(*a, bg).render(128))
+                .collect();
+            let emb = unit_rows(pipe.encode_images(&imgs)?);
+            refs.extend(chunk.iter().copied().zip(emb));
+        }
+    }
+    let read = |e: &[f32]| -> Attributes {
+        refs.iter()
+            .map(|(a, r)| (*a, dot(e, r)))
+            .fold((refs[0].0, f32::MIN), |b, x| if x.1 > b.1 { x } else { b })
+            .0
+    };
+    let score = |got: &Attributes, want: &Attributes| Score {
+        shape: got.shape == want.shape,
+        colour: got.colour == want.colour,
+        size: got.size == want.size,
+        position: got.position == want.position,
+    };
+    let held = combinations(Split::HeldOut);
+    let mut seen = combinations(Split::Train);
+    seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+    seen.truncate(args.seen);
+    println!(
+        "Prior of `{}`, {} steps; each sample read as its nearest render embedding (cosine) among \
+         the 324 combinations x 2 backgrounds.\n",
+        args.model.display(),
+        pipe.settings.prior_steps
+    );
+    println!(
+        "| embeddings | combinations | n | shape | colour | size | position | all four | mean cos to own renders |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for (name, combos) in [("held out", &held), ("seen", &seen)] {
+        if combos.is_empty() {
+            continue;
+        }
+        // Ceiling: jittered renders on a random background.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut tally = Tally::default();
+        let mut cos = 0.0f32;
+        for chunk in combos.chunks(64) {
+            for _ in 0..args.per_combo {
+                let imgs: Vec<RgbImage> = chunk
+                    .iter()
+                    .map(|a| Scene::random(*a, &mut rng).render(128))
+                    .collect();
+                for (a, e) in chunk.iter().zip(unit_rows(pipe.encode_images(&imgs)?)) {
+                    tally.add(&score(&read(&e), a));
+                    cos += own_cos(&refs, a, &e);
+                }
+            }
+        }
+        let row = tally.row(&format!("renders | {name}"));
+        println!("{row} {:.3} |", cos / tally.n.max(1) as f32);
+        for &g in &args.guidance {
+            pipe.settings.prior_guidance_scale = g;
+            let mut tally = Tally::default();
+            let mut cos = 0.0f32;
+            for chunk in combos.chunks(64) {
+                let texts: Vec<String> = chunk.iter().map(|a| caption(a, 0)).collect();
+                let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+                let empty = vec![""; texts.len()];
+                let cond = pipe.encode_text(&texts)?;
+                let uncond = pipe.encode_text(&empty)?;
+                for k in 0..args.per_combo {
+                    let mut noise = SeededNoise::new(100 + k as u64);
+                    let emb = pipe.sample_prior(&cond, &uncond, None, &mut noise, &mut |_| {
+                        Control::Continue
+                    })?;
+                    for (a, e) in chunk.iter().zip(unit_rows(emb)) {
+                        tally.add(&score(&read(&e), a));
+                        cos += own_cos(&refs, a, &e);
+                    }
+                }
+            }
+            let row = tally.row(&format!("prior, guidance {g} | {name}"));
+            println!("{row} {:.3} |", cos / tally.n.max(1) as f32);
+        }
+    }
+    println!("\n(wall time {:.0} s)", t0.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Mean cosine of `e` to the reference renders of its own combination.
+fn own_cos(refs: &[(Attributes, Vec<f32>)], a: &Attributes, e: &[f32]) -> f32 {
+    let own: Vec<f32> = refs
+        .iter()
+        .filter(|(r, _)| r == a)
+        .map(|(_, r)| dot(e, r))
+        .collect();
+    own.iter().sum::<f32>() / own.len().max(1) as f32
 }
