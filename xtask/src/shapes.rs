@@ -123,6 +123,10 @@ pub struct TrainArgs {
     /// did not learn it (its x_0 at t = 10 is a blurred copy of x_t); v has it built in.
     #[arg(long, default_value = "sample")]
     pub decoder_prediction: String,
+    /// Decoder: the UNet2DConditionModel config.json of a fresh run (default:
+    /// `xtask/shapes/decoder.json`); a resumed run keeps its own.
+    #[arg(long)]
+    pub decoder_config: Option<PathBuf>,
     /// Decoder: the peak learning rate of this invocation's schedule (default: the run's, 6e-4
     /// for a fresh run).
     #[arg(long)]
@@ -655,7 +659,10 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             t
         }
     } else {
-        let ucfg: UNet2DConditionConfig = serde_json::from_str(DECODER_CONFIG)?;
+        let ucfg: UNet2DConditionConfig = match &args.decoder_config {
+            Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+            None => serde_json::from_str(DECODER_CONFIG)?,
+        };
         let tcfg: TextProjConfig = serde_json::from_str(TEXT_PROJ_CONFIG)?;
         plain.seed(args.seed + 4);
         let unet = UNet2DConditionModel::new(&ucfg, &plain)?;

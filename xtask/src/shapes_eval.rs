@@ -73,6 +73,10 @@ pub struct Tally {
     pub size: usize,
     pub position: usize,
     pub all: usize,
+    /// `[wanted shape][read shape, or 3 when the oracle could not read the image]`.
+    pub shape_confusion: [[usize; 4]; 3],
+    /// Right shapes among `[small, large]` wanted sizes, and the counts.
+    pub shape_by_size: [(usize, usize); 2],
 }
 
 impl Tally {
@@ -83,6 +87,39 @@ impl Tally {
         self.size += s.size as usize;
         self.position += s.position as usize;
         self.all += s.all() as usize;
+    }
+
+    /// Scores an image against the wanted attributes and records the shape read.
+    pub fn add_image(&mut self, image: &RgbImage, want: &Attributes) {
+        let read = oracle::read(image).ok();
+        let score = read
+            .as_ref()
+            .map(|r| Score::compare(&r.attributes, want))
+            .unwrap_or_default();
+        self.add(&score);
+        let got = read.map(|r| r.attributes.shape.index()).unwrap_or(3);
+        self.shape_confusion[want.shape.index()][got] += 1;
+        let by = &mut self.shape_by_size[want.size.index()];
+        by.0 += score.shape as usize;
+        by.1 += 1;
+    }
+
+    /// The shape confusion and the shape accuracy per size, as markdown.
+    pub fn shape_breakdown(&self) -> String {
+        let names = unclip_shapes::Shape::all().map(|s| s.name());
+        let mut out = String::from(
+            "| wanted \\ read | circle | square | triangle | unreadable |\n|---|---|---|---|---|\n",
+        );
+        for (i, row) in self.shape_confusion.iter().enumerate() {
+            let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
+            out += &format!("| {} | {} |\n", names[i], cells.join(" | "));
+        }
+        let [small, large] = self.shape_by_size;
+        out += &format!(
+            "\nShape right: small {}/{}, large {}/{}.\n",
+            small.0, small.1, large.0, large.1
+        );
+        out
     }
 
     fn pct(&self, c: usize) -> f64 {
@@ -134,7 +171,7 @@ pub fn caption_fidelity(
         let texts: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
         let out = pipe.text_to_image(&texts, &mut |_| Control::Continue)?;
         for (img, (a, _)) in out.to_rgb8()?.into_iter().zip(chunk) {
-            tally.add(&oracle::score(&img, a));
+            tally.add_image(&img, a);
             images.push(img);
         }
         eprint!(".");
@@ -180,6 +217,11 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     writeln!(report, "|---|---|---|---|---|---|---|")?;
     writeln!(report, "{}", th.row("held out"))?;
     writeln!(report, "{}", ts.row("seen"))?;
+    writeln!(
+        report,
+        "\nShapes read on the held-out images:\n\n{}",
+        th.shape_breakdown()
+    )?;
     if let Some(dir) = &args.sheets {
         std::fs::create_dir_all(dir)?;
         let n = ih.len().min(24);
@@ -548,6 +590,39 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     )?;
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
     let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
+    // The same scenes with the next shape (circle -> square -> triangle -> circle), everything
+    // else equal: does the decoder follow the shape of its conditioning?
+    let swapped: Vec<unclip_shapes::Example> = examples
+        .iter()
+        .map(|ex| {
+            let mut scene = ex.scene.clone();
+            scene.shape = unclip_shapes::Shape::from_index((scene.shape.index() + 1) % 3)
+                .unwrap_or(scene.shape);
+            let a = unclip_shapes::Attributes::new(
+                scene.shape,
+                scene.colour,
+                scene.size,
+                scene.position,
+            );
+            unclip_shapes::Example {
+                scene,
+                caption: caption(&a, 0),
+                template: 0,
+            }
+        })
+        .collect();
+    let (se, sh, smk) = crate::shapes::encode_text(
+        &tok,
+        &text,
+        &swapped
+            .iter()
+            .map(|e| e.caption.clone())
+            .collect::<Vec<_>>(),
+        &device,
+    )?;
+    let (swapped_emb, _) =
+        vision.forward(crate::shapes::clip_pixels(&processor, &swapped, &device)?);
+    let swapped_target = crate::shapes::images_signed(&swapped, crate::shapes::BASE, &device);
     // The empty prompt's conditioning (no-conditioning rows and guidance).
     let (ue, uh, um) =
         crate::shapes::encode_text(&tok, &text, &vec![String::new(); examples.len()], &device)?;
@@ -668,8 +743,16 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
                 .val()
                 .reshape([1, img_emb.dims()[1]])
                 .expand(img_emb.dims());
+            let mut right_x0 = None;
             for (name, ie, pe, hs, mk) in [
                 ("right", img_emb.clone(), e.clone(), h.clone(), m.clone()),
+                (
+                    "shape-swapped",
+                    swapped_emb.clone(),
+                    se.clone(),
+                    sh.clone(),
+                    smk.clone(),
+                ),
                 (
                     "rolled",
                     roll(img_emb.clone()),
@@ -703,6 +786,18 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
                         x0.clone(),
                     ))?);
                     contact_sheet(&tiles, n, 2).save(p.with_extension(format!("x0_t{tc}.png")))?;
+                }
+                if name == "right" {
+                    right_x0 = Some(x0.clone());
+                }
+                if let (Some(r), "shape-swapped") = (&right_x0, name) {
+                    // How far the prediction moves, against how far the renders differ.
+                    let moved = mse(x0.clone(), r.clone());
+                    let apart = mse(swapped_target.clone(), target.clone());
+                    println!(
+                        "t={tc} shape swap moves x_0 by {moved:.4} (MSE; the two renders differ by {apart:.4}); x_0 MSE to the swapped render {:.4}",
+                        mse(x0.clone(), swapped_target.clone())
+                    );
                 }
                 let xm = mse(x0, target.clone());
                 println!("t={tc} x_0 MSE with {name} conditioning: {xm:.4} (shape pixels {sm:.4})");
