@@ -34,6 +34,18 @@ pub struct ModelArgs {
     /// Super-resolution denoising steps (default: the model folder's, else 7).
     #[arg(long, value_name = "N")]
     pub super_res_steps: Option<usize>,
+    /// Decoder classifier-free guidance scale, <= 1 for none (default: the model folder's,
+    /// else 8).
+    #[arg(long, value_name = "S")]
+    pub decoder_guidance: Option<f32>,
+    /// Decoder sampler: `ancestral` (Karlo's), `ddim` or `ddim:<eta>` (default: the model
+    /// folder's, else ancestral).
+    #[arg(long, value_name = "S", value_parser = parse_sampler)]
+    pub decoder_sampler: Option<unclip::Sampler>,
+}
+
+fn parse_sampler(s: &str) -> std::result::Result<unclip::Sampler, String> {
+    unclip::Sampler::parse(s).map_err(|e| e.to_string())
 }
 
 /// Which kind of checkpoint an example needs.
@@ -63,6 +75,8 @@ impl ModelArgs {
             prior_steps: prior_steps.unwrap_or(d.prior_steps),
             decoder_steps: self.decoder_steps.unwrap_or(d.decoder_steps),
             super_res_steps: self.super_res_steps.unwrap_or(d.super_res_steps),
+            decoder_guidance_scale: self.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
+            decoder_sampler: self.decoder_sampler.unwrap_or(d.decoder_sampler),
             seed: self.seed,
             ..d
         })

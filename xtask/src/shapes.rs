@@ -872,8 +872,10 @@ pub struct ExportArgs {
     /// `ddim:<eta>`.
     #[arg(long, default_value = "ancestral", value_parser = parse_sampler)]
     pub decoder_sampler: unclip::Sampler,
-    /// Recommended prior guidance scale, written to `unclip_settings.json`.
-    #[arg(long, default_value_t = 4.0)]
+    /// Recommended prior guidance scale, written to `unclip_settings.json`. `eval-prior`: 1-2
+    /// keep the prior's samples on the image-embedding manifold, Karlo's 4 already pushes them
+    /// off it (docs/shapes.md).
+    #[arg(long, default_value_t = 2.0)]
     pub prior_guidance: f32,
 }
 
