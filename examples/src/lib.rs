@@ -303,3 +303,58 @@ pub fn run(body: impl FnOnce() -> Result<()>) -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        model: ModelArgs,
+    }
+
+    /// The flags replace the folder's recommendations field by field; the rest stay the folder's.
+    #[test]
+    fn flags_override_the_folder_settings() {
+        let dir =
+            std::env::temp_dir().join(format!("unclip-examples-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        std::fs::write(
+            dir.join(unclip::SETTINGS_FILE),
+            r#"{"decoder_steps": 250, "decoder_guidance_scale": 3.0, "prior_guidance_scale": 2.0}"#,
+        )
+        .expect("write");
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+                .expect("flags");
+            cli.model.settings(&dir, None).expect("settings")
+        };
+        let s = parse(&[]);
+        assert_eq!(
+            (
+                s.decoder_steps,
+                s.decoder_guidance_scale,
+                s.prior_guidance_scale
+            ),
+            (250, 3.0, 2.0)
+        );
+        assert_eq!(s.decoder_sampler, unclip::Sampler::Ancestral);
+        let s = parse(&[
+            "--decoder-guidance",
+            "1",
+            "--decoder-sampler",
+            "ddim:0.5",
+            "--seed",
+            "4",
+        ]);
+        assert_eq!(
+            (s.decoder_steps, s.decoder_guidance_scale, s.seed),
+            (250, 1.0, 4)
+        );
+        assert_eq!(s.decoder_sampler, unclip::Sampler::Ddim { eta: 0.5 });
+        assert!(Cli::try_parse_from(["x", "--decoder-sampler", "euler"]).is_err());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
