@@ -70,6 +70,19 @@ fn unguided_request(io: &Io, device: &Device, steps: usize) -> DecoderRequest {
     }
 }
 
+/// An unguided call on the fixture's image embeddings, captions and recorded `x_T`.
+fn latents_request(io: &Io, device: &Device, steps: usize, sampler: Sampler) -> DecoderRequest {
+    DecoderRequest {
+        latents: Some(io.get("e2e.decoder_latents").float(device)),
+        sampler,
+        ..unguided_request(io, device, steps)
+    }
+}
+
+fn max_abs_diff(a: Tensor<4>, b: Tensor<4>) -> f32 {
+    (a - b).abs().max().into_scalar::<f32>()
+}
+
 /// Noise tensors the pipeline drew during `stage`, in order (io.json `e2e.scheduler_steps`).
 fn stage_noise(io: &Io, manifest: &serde_json::Value, stage: &str) -> ReplayNoise {
     let mut replay = ReplayNoise::new();
@@ -260,19 +273,10 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
     fixed_config.variance_type = VarianceType::FixedSmallLog;
     let mut fixed = UnCLIPScheduler::new(fixed_config);
 
-    let (text, _) = text_rows(&io, &device);
-    let image_embeddings = io.get("e2e.text_proj.image_embeddings").float::<2>(&device);
-    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
     let steps = 4;
-    let request = DecoderRequest {
-        image_embeddings: image_embeddings.clone(),
-        text: text.clone(),
-        uncond_text: None,
-        guidance_scale: 1.0,
-        num_inference_steps: steps,
-        latents: Some(latents.clone()),
-        sampler: Sampler::Ancestral,
-    };
+    let request = latents_request(&io, &device, steps, Sampler::Ancestral);
+    let (image_embeddings, text) = (request.image_embeddings.clone(), request.text.clone());
+    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
     let got = sample_decoder(
         &unet,
         &text_proj,
@@ -298,10 +302,7 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
             .prev_sample;
     }
     let expected = x.clamp(-1.0, 1.0);
-    let diff = (got.clone() - expected.clone())
-        .abs()
-        .max()
-        .into_scalar::<f32>();
+    let diff = max_abs_diff(got.clone(), expected.clone());
     assert!(diff < 1e-5, "max abs difference {diff}");
 
     // ... and the learned variance does change the result on this checkpoint.
@@ -314,7 +315,7 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
         &mut no_progress,
     )
     .expect("learned_range sampling");
-    let spread = (learned_result - expected).abs().max().into_scalar::<f32>();
+    let spread = max_abs_diff(learned_result, expected);
     assert!(
         spread > 1e-3,
         "learned variance made no difference ({spread})"
@@ -339,19 +340,10 @@ fn ddim_sampler_is_deterministic_ddim() {
     } = models(&device);
     assert_eq!(scheduler.config().prediction_type, PredictionType::Epsilon);
     let c = unet.in_channels();
-    let (text, _) = text_rows(&io, &device);
-    let image_embeddings = io.get("e2e.text_proj.image_embeddings").float::<2>(&device);
-    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
     let steps = 4;
-    let request = DecoderRequest {
-        image_embeddings: image_embeddings.clone(),
-        text: text.clone(),
-        uncond_text: None,
-        guidance_scale: 1.0,
-        num_inference_steps: steps,
-        latents: Some(latents.clone()),
-        sampler: Sampler::Ddim { eta: 0.0 },
-    };
+    let request = latents_request(&io, &device, steps, Sampler::Ddim { eta: 0.0 });
+    let (image_embeddings, text) = (request.image_embeddings.clone(), request.text.clone());
+    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
     let got = sample_decoder(
         &unet,
         &text_proj,
@@ -382,10 +374,7 @@ fn ddim_sampler_is_deterministic_ddim() {
         x = x0 * a_prev.sqrt() + eps * (1.0 - a_prev).sqrt();
     }
     let expected = x.clamp(-1.0, 1.0);
-    let diff = (got.clone() - expected.clone())
-        .abs()
-        .max()
-        .into_scalar::<f32>();
+    let diff = max_abs_diff(got.clone(), expected.clone());
     assert!(diff < 1e-5, "max abs difference {diff}");
 
     // The ancestral sampler from the same x_T is a different image.
@@ -401,6 +390,6 @@ fn ddim_sampler_is_deterministic_ddim() {
         &mut no_progress,
     )
     .expect("ancestral sampling");
-    let spread = (ancestral - got).abs().max().into_scalar::<f32>();
+    let spread = max_abs_diff(ancestral, got);
     assert!(spread > 1e-3, "the sampler made no difference ({spread})");
 }
