@@ -154,30 +154,38 @@ fn settings(args: &EvalArgs) -> Result<Settings, Error> {
 }
 
 /// Generates the canonical caption of each combination `per` times and scores the images.
-/// Returns the tally and the images (in order).
+/// Returns the tally, the tally of the decoder's own outputs (bicubic to the final size, no
+/// super-resolution) and the images (in order).
 pub fn caption_fidelity(
     pipe: &mut UnclipPipeline,
     combos: &[Attributes],
     per: usize,
     batch: usize,
-) -> Result<(Tally, Vec<RgbImage>), Error> {
+) -> Result<(Tally, Tally, Vec<RgbImage>), Error> {
     let prompts: Vec<(Attributes, String)> = (0..per)
         .flat_map(|_| combos.iter().map(|a| (*a, caption(a, 0))))
         .collect();
     let mut tally = Tally::default();
+    let mut small_tally = Tally::default();
     let mut images = Vec::new();
     for (k, chunk) in prompts.chunks(batch).enumerate() {
         pipe.settings.seed = 1000 + k as u64;
         let texts: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
         let out = pipe.text_to_image(&texts, &mut |_| Control::Continue)?;
-        for (img, (a, _)) in out.to_rgb8()?.into_iter().zip(chunk) {
+        let [_, _, side, _] = out.images.dims();
+        let small =
+            unclip_upsampler::resize_bicubic_antialias(out.image_small.clone(), [side, side])
+                .clamp(-1.0, 1.0);
+        let small = unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(small))?;
+        for ((img, sm), (a, _)) in out.to_rgb8()?.into_iter().zip(small).zip(chunk) {
             tally.add_image(&img, a);
+            small_tally.add_image(&sm, a);
             images.push(img);
         }
         eprint!(".");
     }
     eprintln!();
-    Ok((tally, images))
+    Ok((tally, small_tally, images))
 }
 
 pub fn eval(args: &EvalArgs) -> Result<(), Error> {
@@ -207,8 +215,8 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     let mut seen = combinations(Split::Train);
     seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
     seen.truncate(args.seen);
-    let (th, ih) = caption_fidelity(&mut pipe, &held, args.per_combo, args.batch)?;
-    let (ts, is) = caption_fidelity(&mut pipe, &seen, args.per_combo, args.batch)?;
+    let (th, thd, ih) = caption_fidelity(&mut pipe, &held, args.per_combo, args.batch)?;
+    let (ts, tsd, is) = caption_fidelity(&mut pipe, &seen, args.per_combo, args.batch)?;
     writeln!(report, "Caption fidelity (oracle on the final images):\n")?;
     writeln!(
         report,
@@ -216,7 +224,21 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     )?;
     writeln!(report, "|---|---|---|---|---|---|---|")?;
     writeln!(report, "{}", th.row("held out"))?;
-    writeln!(report, "{}", ts.row("seen"))?;
+    if ts.n > 0 {
+        writeln!(report, "{}", ts.row("seen"))?;
+    }
+    writeln!(
+        report,
+        "{}",
+        thd.row("held out, decoder output (bicubic, no super-resolution)")
+    )?;
+    if tsd.n > 0 {
+        writeln!(
+            report,
+            "{}",
+            tsd.row("seen, decoder output (bicubic, no super-resolution)")
+        )?;
+    }
     writeln!(
         report,
         "\nShapes read on the held-out images:\n\n{}",
