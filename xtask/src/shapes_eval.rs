@@ -56,6 +56,12 @@ pub struct EvalArgs {
     /// Skip the variations and interpolation checks.
     #[arg(long)]
     pub text_only: bool,
+    /// Held-out renders to take variations of (3 each).
+    #[arg(long, default_value_t = 16)]
+    pub variation_inputs: usize,
+    /// Skip the interpolation strips.
+    #[arg(long)]
+    pub no_interpolation: bool,
     /// Where to write the contact sheets (none when absent).
     #[arg(long)]
     pub sheets: Option<PathBuf>,
@@ -255,9 +261,9 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
         // Variations of held-out renders.
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let side = 128;
-        let inputs: Vec<(Attributes, RgbImage)> = held
+        let inputs: Vec<(Attributes, RgbImage)> = combinations(Split::HeldOut)
             .iter()
-            .take(16)
+            .take(args.variation_inputs)
             .map(|a| (*a, Scene::random(*a, &mut rng).render(side)))
             .collect();
         let per = 3;
@@ -294,19 +300,23 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
                 .save(dir.join("shapes_variations.png"))?;
         }
         // Interpolation between two renders with every attribute different.
-        let pairs = [
-            (
-                Attributes::all()[0],
-                Attributes::all()[Attributes::COUNT - 1],
-            ),
-            (Attributes::all()[40], Attributes::all()[250]),
-            (Attributes::all()[100], Attributes::all()[300]),
-        ];
+        let pairs = if args.no_interpolation {
+            vec![]
+        } else {
+            vec![
+                (
+                    Attributes::all()[0],
+                    Attributes::all()[Attributes::COUNT - 1],
+                ),
+                (Attributes::all()[40], Attributes::all()[250]),
+                (Attributes::all()[100], Attributes::all()[300]),
+            ]
+        };
         let frames = 7;
         let mut strips = Vec::new();
         let mut ends_ok = 0;
         let mut moves = Vec::new();
-        for (a, b) in pairs {
+        for &(a, b) in &pairs {
             let ia = Scene::new(a, Background::Black).render(side);
             let ib = Scene::new(b, Background::Black).render(side);
             let emb = pipe.encode_images(&[ia.clone(), ib.clone()])?;
@@ -331,29 +341,31 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
             moves.push(from_a);
             strips.extend(row);
         }
-        writeln!(
-            report,
-            "\nInterpolation ({frames} frames, x_T fixed) between renders A and B that differ in every \
-             attribute; per frame (matching attributes of A - matching of B) / 4, +1 = reads as A, \
-             -1 = reads as B:\n"
-        )?;
-        for (i, m) in moves.iter().enumerate() {
-            let cells: Vec<String> = m.iter().map(|v| format!("{v:+.2}")).collect();
+        if !pairs.is_empty() {
             writeln!(
                 report,
-                "- {} -> {}: {}",
-                caption(&pairs[i].0, 0),
-                caption(&pairs[i].1, 0),
-                cells.join(" ")
+                "\nInterpolation ({frames} frames, x_T fixed) between renders A and B that differ in every \
+             attribute; per frame (matching attributes of A - matching of B) / 4, +1 = reads as A, \
+             -1 = reads as B:\n"
             )?;
-        }
-        writeln!(
-            report,
-            "\n{ends_ok}/{} strips start reading as A and end reading as B.",
-            pairs.len()
-        )?;
-        if let Some(dir) = &args.sheets {
-            contact_sheet(&strips, frames + 2, 2).save(dir.join("shapes_interpolation.png"))?;
+            for (i, m) in moves.iter().enumerate() {
+                let cells: Vec<String> = m.iter().map(|v| format!("{v:+.2}")).collect();
+                writeln!(
+                    report,
+                    "- {} -> {}: {}",
+                    caption(&pairs[i].0, 0),
+                    caption(&pairs[i].1, 0),
+                    cells.join(" ")
+                )?;
+            }
+            writeln!(
+                report,
+                "\n{ends_ok}/{} strips start reading as A and end reading as B.",
+                pairs.len()
+            )?;
+            if let Some(dir) = &args.sheets {
+                contact_sheet(&strips, frames + 2, 2).save(dir.join("shapes_interpolation.png"))?;
+            }
         }
     }
     writeln!(
