@@ -69,6 +69,15 @@ impl Sampler {
     }
 }
 
+impl std::str::FromStr for Sampler {
+    type Err = DiffusionError;
+
+    /// [`Sampler::parse`] (so command-line parsers such as clap take a `Sampler` directly).
+    fn from_str(text: &str) -> Result<Sampler, DiffusionError> {
+        Sampler::parse(text)
+    }
+}
+
 /// The scalars of one step from `t` to `prev_timestep` (f32, as torch computes them).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct StepCoefficients {
@@ -709,6 +718,10 @@ mod tests {
     fn sampler_parses_and_round_trips_through_json() {
         assert_eq!(Sampler::parse("ancestral").unwrap(), Sampler::Ancestral);
         assert_eq!(Sampler::parse("ddim").unwrap(), Sampler::Ddim { eta: 0.0 });
+        assert_eq!(
+            "ddim:0.25".parse::<Sampler>().unwrap(),
+            Sampler::Ddim { eta: 0.25 }
+        );
         assert_eq!(
             Sampler::parse("ddim:1").unwrap(),
             Sampler::Ddim { eta: 1.0 }

@@ -40,12 +40,8 @@ pub struct ModelArgs {
     pub decoder_guidance: Option<f32>,
     /// Decoder sampler: `ancestral` (Karlo's), `ddim` or `ddim:<eta>` (default: the model
     /// folder's, else ancestral).
-    #[arg(long, value_name = "S", value_parser = parse_sampler)]
+    #[arg(long, value_name = "S")]
     pub decoder_sampler: Option<unclip::Sampler>,
-}
-
-fn parse_sampler(s: &str) -> std::result::Result<unclip::Sampler, String> {
-    unclip::Sampler::parse(s).map_err(|e| e.to_string())
 }
 
 /// Which kind of checkpoint an example needs.

@@ -660,7 +660,12 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         }
     } else {
         let ucfg: UNet2DConditionConfig = match &args.decoder_config {
-            Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)?,
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("--decoder-config {}: {e}", p.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("--decoder-config {}: {e}", p.display()))?
+            }
             None => serde_json::from_str(DECODER_CONFIG)?,
         };
         let tcfg: TextProjConfig = serde_json::from_str(TEXT_PROJ_CONFIG)?;
@@ -870,18 +875,13 @@ pub struct ExportArgs {
     pub decoder_variance: VarianceType,
     /// Recommended decoder sampler, written to `unclip_settings.json`: `ancestral`, `ddim` or
     /// `ddim:<eta>`.
-    #[arg(long, default_value = "ancestral", value_parser = parse_sampler)]
+    #[arg(long, default_value = "ancestral")]
     pub decoder_sampler: unclip::Sampler,
     /// Recommended prior guidance scale, written to `unclip_settings.json`. `eval-prior`: 1-2
     /// keep the prior's samples on the image-embedding manifold, Karlo's 4 already pushes them
     /// off it (docs/shapes.md).
     #[arg(long, default_value_t = 2.0)]
     pub prior_guidance: f32,
-}
-
-/// `ancestral` | `ddim` | `ddim:<eta>` ([`unclip::Sampler::parse`]).
-pub fn parse_sampler(s: &str) -> Result<unclip::Sampler, String> {
-    unclip::Sampler::parse(s).map_err(|e| e.to_string())
 }
 
 /// `fixed_small_log` | `learned_range`, as diffusers' scheduler configs spell them.

@@ -51,7 +51,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub prior_guidance: Option<f32>,
     /// Decoder sampler: `ancestral`, `ddim` or `ddim:<eta>` (default: the folder's).
-    #[arg(long, value_parser = crate::shapes::parse_sampler)]
+    #[arg(long)]
     pub decoder_sampler: Option<unclip::Sampler>,
     /// Skip the variations and interpolation checks.
     #[arg(long)]
@@ -572,7 +572,7 @@ pub struct EvalDecoderArgs {
     #[arg(long)]
     pub no_clip: bool,
     /// Sampler: `ancestral` (Karlo's), `ddim` or `ddim:<eta>`.
-    #[arg(long, default_value = "ancestral", value_parser = crate::shapes::parse_sampler)]
+    #[arg(long, default_value = "ancestral")]
     pub sampler: unclip::Sampler,
 }
 
@@ -934,16 +934,18 @@ pub struct EvalPriorArgs {
 }
 
 /// Rows of `x [N, E]` scaled to unit length, as host vectors.
-fn unit_rows(x: burn::tensor::Tensor<2>) -> Vec<Vec<f32>> {
-    let [n, e] = x.dims();
-    let v = x.into_data().try_to_vec::<f32>().unwrap_or_default();
-    (0..n)
-        .map(|i| {
-            let r = &v[i * e..(i + 1) * e];
+fn unit_rows(x: burn::tensor::Tensor<2>) -> Result<Vec<Vec<f32>>, Error> {
+    let [_, e] = x.dims();
+    let v = x
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|err| format!("embeddings to host: {err:?}"))?;
+    Ok(v.chunks(e.max(1))
+        .map(|r| {
             let norm = r.iter().map(|a| a * a).sum::<f32>().sqrt().max(1e-12);
             r.iter().map(|a| a / norm).collect()
         })
-        .collect()
+        .collect())
 }
 
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -976,7 +978,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                 .iter()
                 .map(|a| Scene::new(*a, bg).render(128))
                 .collect();
-            let emb = unit_rows(pipe.encode_images(&imgs)?);
+            let emb = unit_rows(pipe.encode_images(&imgs)?)?;
             refs.extend(chunk.iter().copied().zip(emb));
         }
     }
@@ -1020,7 +1022,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                     .iter()
                     .map(|a| Scene::random(*a, &mut rng).render(128))
                     .collect();
-                for (a, e) in chunk.iter().zip(unit_rows(pipe.encode_images(&imgs)?)) {
+                for (a, e) in chunk.iter().zip(unit_rows(pipe.encode_images(&imgs)?)?) {
                     tally.add(&score(&read(&e), a));
                     cos += own_cos(&refs, a, &e);
                 }
@@ -1043,7 +1045,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                     let emb = pipe.sample_prior(&cond, &uncond, None, &mut noise, &mut |_| {
                         Control::Continue
                     })?;
-                    for (a, e) in chunk.iter().zip(unit_rows(emb)) {
+                    for (a, e) in chunk.iter().zip(unit_rows(emb)?) {
                         tally.add(&score(&read(&e), a));
                         cos += own_cos(&refs, a, &e);
                     }
