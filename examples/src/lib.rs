@@ -42,6 +42,10 @@ pub struct ModelArgs {
     /// folder's, else ancestral).
     #[arg(long, value_name = "S")]
     pub decoder_sampler: Option<unclip::Sampler>,
+    /// Decoder samples per image, the one closest to the image embedding in CLIP kept (default:
+    /// the model folder's, else 1; needs an image encoder in the folder).
+    #[arg(long, value_name = "K")]
+    pub decoder_candidates: Option<usize>,
 }
 
 /// Which kind of checkpoint an example needs.
@@ -73,6 +77,7 @@ impl ModelArgs {
             super_res_steps: self.super_res_steps.unwrap_or(d.super_res_steps),
             decoder_guidance_scale: self.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
             decoder_sampler: self.decoder_sampler.unwrap_or(d.decoder_sampler),
+            decoder_candidates: self.decoder_candidates.unwrap_or(d.decoder_candidates),
             seed: self.seed,
             ..d
         })
@@ -319,7 +324,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(
             dir.join(unclip::SETTINGS_FILE),
-            r#"{"decoder_steps": 250, "decoder_guidance_scale": 3.0, "prior_guidance_scale": 2.0}"#,
+            r#"{"decoder_steps": 250, "decoder_guidance_scale": 3.0, "prior_guidance_scale": 2.0, "decoder_candidates": 3}"#,
         )
         .expect("write");
         let parse = |args: &[&str]| {
@@ -337,7 +342,10 @@ mod tests {
             (250, 3.0, 2.0)
         );
         assert_eq!(s.decoder_sampler, unclip::Sampler::Ancestral);
+        assert_eq!(s.decoder_candidates, 3);
         let s = parse(&[
+            "--decoder-candidates",
+            "1",
             "--decoder-guidance",
             "1",
             "--decoder-sampler",
@@ -350,6 +358,7 @@ mod tests {
             (250, 1.0, 4)
         );
         assert_eq!(s.decoder_sampler, unclip::Sampler::Ddim { eta: 0.5 });
+        assert_eq!(s.decoder_candidates, 1);
         assert!(Cli::try_parse_from(["x", "--decoder-sampler", "euler"]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -54,6 +54,11 @@ pub struct Settings {
     pub decoder_guidance_scale: f32,
     /// Prior candidates per prompt, reranked by similarity with the text embedding (paper: 2).
     pub prior_candidates: usize,
+    /// Decoder samples drawn per image; with more than 1 the pipeline keeps, for each image,
+    /// the sample whose CLIP image embedding is closest (cosine) to the embedding the decoder
+    /// was conditioned on, and super-resolves only that one (CLIP reranking, as DALL-E's; it
+    /// needs the folder's `image_encoder`). Costs one decoder run per candidate.
+    pub decoder_candidates: usize,
     /// Seed of the default noise source.
     pub seed: u64,
     /// Run the super-resolution stages (otherwise the decoder's 64x64 output is returned).
@@ -73,6 +78,7 @@ impl Default for Settings {
             prior_guidance_scale: 4.0,
             decoder_guidance_scale: 8.0,
             prior_candidates: 1,
+            decoder_candidates: 1,
             seed: 0,
             super_res: true,
             decoder_sampler: Sampler::Ancestral,
@@ -118,7 +124,8 @@ pub enum XtMode {
 pub struct Latents {
     /// `[B * candidates, E]`
     pub prior: Option<Tensor<2>>,
-    /// `[B, C, h, w]`
+    /// `[B, C, h, w]`, or `[B * decoder_candidates, C, h, w]` (candidate `c` of image `b` at
+    /// row `c * B + b`); a batch of `B` is used for every candidate.
     pub decoder: Option<Tensor<4>>,
     /// `[B, C, H, W]`
     pub super_res: Option<Tensor<4>>,
@@ -409,6 +416,11 @@ impl UnclipBuilder {
     setter!(
         /// Prior candidates per prompt, reranked by similarity with the text embedding.
         prior_candidates, prior_candidates, usize
+    );
+    setter!(
+        /// Decoder samples per image, reranked by CLIP similarity with the image embedding
+        /// (see [`Settings::decoder_candidates`]).
+        decoder_candidates, decoder_candidates, usize
     );
     setter!(
         /// Seed of the default noise source.
@@ -960,18 +972,42 @@ impl UnclipPipeline {
         let decoder_latents = decoder_latents.map(|t| self.in_dtype(t));
         let super_res_latents = super_res_latents.map(|t| self.in_dtype(t));
         let guided = self.settings.decoder_guidance_scale > 1.0;
+        let k = self.settings.decoder_candidates.max(1);
+        let b = image_embeddings.dims()[0];
+        if k > 1 && self.image_encoder.is_none() {
+            return Err(UnclipError::InvalidSetting {
+                name: "decoder_candidates",
+                message: format!(
+                    "{k} candidates are reranked with CLIP's image encoder, and this pipeline has none (use 1)"
+                ),
+            });
+        }
+        // Candidate c of image i at row c * B + i: [k * B, ..].
+        let (emb_k, cond_k, uncond_k) = if k > 1 {
+            (
+                Tensor::cat(vec![image_embeddings.clone(); k], 0),
+                cond.repeat(k),
+                uncond.repeat(k),
+            )
+        } else {
+            (image_embeddings.clone(), cond.clone(), uncond.clone())
+        };
+        let decoder_latents = match decoder_latents {
+            Some(l) if k > 1 && l.dims()[0] == b => Some(Tensor::cat(vec![l; k], 0)),
+            l => l,
+        };
         let mut scheduler = self.decoder_scheduler.clone();
         // The decoder stage's models, dropped (when staged) before super-resolution loads.
         let decoder = self.hold(&self.decoder)?;
         let text_proj = self.hold(&self.text_proj)?;
-        let image_small = sample_decoder(
+        let candidates = sample_decoder(
             &decoder,
             &text_proj,
             &mut scheduler,
             DecoderRequest {
-                image_embeddings: image_embeddings.clone(),
-                text: cond.decoder(),
-                uncond_text: guided.then(|| uncond.decoder()),
+                image_embeddings: emb_k,
+                text: cond_k.decoder(),
+                uncond_text: guided.then(|| uncond_k.decoder()),
                 guidance_scale: self.settings.decoder_guidance_scale,
                 num_inference_steps: self.settings.decoder_steps,
                 latents: decoder_latents,
@@ -991,6 +1027,11 @@ impl UnclipPipeline {
         )
         .map_err(|e| stage_error(e, Stage::Decoder))?;
         drop((decoder, text_proj));
+        let image_small = if k > 1 {
+            self.best_candidates(candidates, &image_embeddings, k)?.0
+        } else {
+            candidates
+        };
         let (images, image_mid) =
             self.super_resolve(image_small.clone(), super_res_latents, noise, progress)?;
         Ok(Generation {
@@ -999,6 +1040,53 @@ impl UnclipPipeline {
             image_small,
             image_mid,
         })
+    }
+
+    /// CLIP reranking of decoder samples: `samples [k * B, 3, h, w]` in `[-1, 1]` (candidate `c`
+    /// of image `i` at row `c * B + i`) against the embeddings they were decoded from
+    /// `target [B, E]`. Returns the best candidate of each image `[B, 3, h, w]` and every
+    /// candidate's cosine similarity `[k * B]` (in row order).
+    ///
+    /// The samples go through the same path as [`Self::encode_images`] (8-bit RGB, the feature
+    /// extractor), so a candidate is scored exactly as the image a user saves would be.
+    pub fn best_candidates(
+        &self,
+        samples: Tensor<4>,
+        target: &Tensor<2>,
+        k: usize,
+    ) -> Result<(Tensor<4>, Vec<f32>), UnclipError> {
+        let [kb, ..] = samples.dims();
+        let [b, _] = target.dims();
+        if k == 0 || kb != k * b {
+            return Err(UnclipError::InvalidSetting {
+                name: "decoder_candidates",
+                message: format!("{kb} samples are not {k} candidates of {b} image embeddings"),
+            });
+        }
+        let images = to_rgb8(to_unit_range(samples.clone()))?;
+        let emb = self.in_dtype(self.encode_images(&images)?); // [k * B, E]
+        let target = Tensor::cat(vec![target.clone(); k], 0); // [k * B, E]
+        let cos = (unclip_clip::l2_normalize(emb) * unclip_clip::l2_normalize(target))
+            .sum_dim(1)
+            .reshape([kb]); // [k * B]
+        let scores: Vec<f32> = cos
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .map_err(|e| UnclipError::InvalidSetting {
+                name: "decoder_candidates",
+                message: format!("reading the candidate scores: {e:?}"),
+            })?;
+        let best: Vec<i64> = (0..b)
+            .map(|i| {
+                let c = (0..k)
+                    .max_by(|&x, &y| scores[x * b + i].total_cmp(&scores[y * b + i]))
+                    .unwrap_or(0);
+                (c * b + i) as i64
+            })
+            .collect();
+        let index = Tensor::<1, Int>::from_data(TensorData::new(best, [b]), &samples.device());
+        Ok((samples.select(0, index), scores))
     }
 
     /// The super-resolution stages (when enabled): the pipeline's `[0, 1]` output, and the first

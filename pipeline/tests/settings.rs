@@ -19,18 +19,20 @@ fn from_model_dir_reads_a_subset_over_the_defaults() {
     let dir = temp_dir("settings-subset");
     std::fs::write(
         dir.join(SETTINGS_FILE),
-        r#"{"decoder_steps": 123, "decoder_guidance_scale": 2.5, "decoder_sampler": {"ddim": {"eta": 0.25}}}"#,
+        r#"{"decoder_steps": 123, "decoder_guidance_scale": 2.5, "decoder_sampler": {"ddim": {"eta": 0.25}}, "decoder_candidates": 4}"#,
     )
     .expect("write");
     let s = Settings::from_model_dir(&dir).expect("settings");
     assert_eq!(s.decoder_steps, 123);
     assert_eq!(s.decoder_guidance_scale, 2.5);
     assert_eq!(s.decoder_sampler, unclip::Sampler::Ddim { eta: 0.25 });
+    assert_eq!(s.decoder_candidates, 4);
     assert_eq!(
         Settings {
             decoder_steps: Settings::default().decoder_steps,
             decoder_guidance_scale: Settings::default().decoder_guidance_scale,
             decoder_sampler: Settings::default().decoder_sampler,
+            decoder_candidates: Settings::default().decoder_candidates,
             ..s
         },
         Settings::default()

@@ -877,6 +877,10 @@ pub struct ExportArgs {
     /// `ddim:<eta>`.
     #[arg(long, default_value = "ancestral")]
     pub decoder_sampler: unclip::Sampler,
+    /// Recommended decoder candidates per image (reranked by CLIP), written to
+    /// `unclip_settings.json`.
+    #[arg(long, default_value_t = 1)]
+    pub decoder_candidates: usize,
     /// Recommended prior guidance scale, written to `unclip_settings.json`. `eval-prior`: 1-2
     /// keep the prior's samples on the image-embedding manifold, Karlo's 4 already pushes them
     /// off it (docs/shapes.md).
@@ -985,6 +989,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         decoder_steps: args.decoder_steps,
         decoder_guidance_scale: args.decoder_guidance,
         decoder_sampler: args.decoder_sampler,
+        decoder_candidates: args.decoder_candidates,
         prior_guidance_scale: args.prior_guidance,
         ..unclip::Settings::default()
     };

@@ -53,6 +53,9 @@ pub struct EvalArgs {
     /// Decoder sampler: `ancestral`, `ddim` or `ddim:<eta>` (default: the folder's).
     #[arg(long)]
     pub decoder_sampler: Option<unclip::Sampler>,
+    /// Decoder samples per image reranked by CLIP (default: the folder's).
+    #[arg(long)]
+    pub decoder_candidates: Option<usize>,
     /// Skip the variations and interpolation checks.
     #[arg(long)]
     pub text_only: bool,
@@ -155,6 +158,7 @@ fn settings(args: &EvalArgs) -> Result<Settings, Error> {
         decoder_guidance_scale: args.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
         prior_guidance_scale: args.prior_guidance.unwrap_or(d.prior_guidance_scale),
         decoder_sampler: args.decoder_sampler.unwrap_or(d.decoder_sampler),
+        decoder_candidates: args.decoder_candidates.unwrap_or(d.decoder_candidates),
         ..d
     })
 }
