@@ -69,6 +69,16 @@ impl Sampler {
     }
 }
 
+impl std::fmt::Display for Sampler {
+    /// The form [`Sampler::parse`] reads back: `ancestral` or `ddim:<eta>`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sampler::Ancestral => write!(f, "ancestral"),
+            Sampler::Ddim { eta } => write!(f, "ddim:{eta}"),
+        }
+    }
+}
+
 impl std::str::FromStr for Sampler {
     type Err = DiffusionError;
 
@@ -726,6 +736,15 @@ mod tests {
             Sampler::parse("ddim:1").unwrap(),
             Sampler::Ddim { eta: 1.0 }
         );
+        // Display writes what parse reads.
+        for s in [
+            Sampler::Ancestral,
+            Sampler::Ddim { eta: 0.0 },
+            Sampler::Ddim { eta: 0.25 },
+        ] {
+            assert_eq!(Sampler::parse(&s.to_string()).unwrap(), s);
+        }
+        assert_eq!(Sampler::Ddim { eta: 0.5 }.to_string(), "ddim:0.5");
         for bad in [
             "",
             "euler",

@@ -209,14 +209,17 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     let mut report = String::new();
     writeln!(
         report,
-        "Model `{}`; settings: prior {} steps (guidance {}), decoder {} steps (guidance {}), \
-         super-resolution {} steps per stage; canonical captions (\"a {{size}} {{colour}} {{shape}} \
-         in the {{position}}\"), {} image(s) per combination.\n",
+        "Model `{}`; settings: prior {} steps (guidance {}), decoder {} steps (guidance {}, {}, \
+         {} candidate(s) per image reranked by CLIP), super-resolution {} steps per stage; \
+         canonical captions (\"a {{size}} {{colour}} {{shape}} in the {{position}}\"), {} image(s) \
+         per combination.\n",
         args.model.display(),
         s.prior_steps,
         s.prior_guidance_scale,
         s.decoder_steps,
         s.decoder_guidance_scale,
+        s.decoder_sampler,
+        s.decoder_candidates,
         s.super_res_steps,
         args.per_combo
     )?;
