@@ -40,7 +40,7 @@ use unclip_shapes::{
     combinations,
 };
 use unclip_tokenizer::ClipTokenizer;
-use unclip_upsampler::degrade::LowResAugmentation;
+use unclip_upsampler::degrade::{BsrConfig, LowResAugmentation};
 use unclip_upsampler::train::{SuperResTrainConfig, SuperResTrainer, TrainSchedule};
 use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
@@ -83,6 +83,12 @@ pub struct TrainArgs {
     pub decoder_steps: u64,
     #[arg(long, default_value_t = 1500)]
     pub sr1_steps: u64,
+    /// The 32 -> 64 stage's low-resolution augmentation for a fresh run: `blur` (DALL-E 2's
+    /// first upsampler: Gaussian blur, kernel 3, sigma 0.6) or `blur-noise` (blur with sigma
+    /// 0.4-0.8 and, with probability 0.75, Gaussian noise of sigma 2/255-40/255: robustness to
+    /// the decoder's speckle).
+    #[arg(long, default_value = "blur")]
+    pub sr1_augmentation: Sr1Augmentation,
     #[arg(long, default_value_t = 1500)]
     pub sr2_steps: u64,
     #[arg(long, default_value_t = 64)]
@@ -721,6 +727,37 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     Ok(())
 }
 
+/// The first super-resolution stage's low-resolution augmentation (`--sr1-augmentation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Sr1Augmentation {
+    /// DALL-E 2's: Gaussian blur, kernel 3, sigma 0.6.
+    Blur,
+    /// Blur (sigma 0.4-0.8) and Gaussian noise (sigma 2/255-40/255, probability 0.75).
+    BlurNoise,
+}
+
+impl Sr1Augmentation {
+    /// The augmentation it names.
+    pub fn augmentation(self) -> LowResAugmentation {
+        match self {
+            Sr1Augmentation::Blur => LowResAugmentation::blur_64_to_256(),
+            Sr1Augmentation::BlurNoise => LowResAugmentation::Bsr(BsrConfig {
+                blur_prob: 1.0,
+                blur_kernel_size: 3,
+                blur_sigma: [0.4, 0.8],
+                anisotropic_prob: 0.0,
+                downscale_prob: 0.0,
+                downscale_factor: [1.0, 1.0],
+                noise_prob: 0.75,
+                noise_sigma: [2.0 / 255.0, 40.0 / 255.0],
+                jpeg_prob: 0.0,
+                jpeg_quality: [95, 95],
+                shuffle: false,
+            }),
+        }
+    }
+}
+
 /// The super-resolution stage `k` (1: 32 -> 64, 2: 64 -> 128).
 pub fn sr_train_config(k: usize, seed: u64) -> SuperResTrainConfig {
     let base = SuperResTrainConfig {
@@ -767,7 +804,14 @@ fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
         plain.seed(args.seed + 6 + k as u64);
         SuperResTrainer::new(
             UNet2DModel::new(&cfg, &plain)?,
-            sr_train_config(k, args.seed),
+            if k == 1 {
+                SuperResTrainConfig {
+                    augmentation: args.sr1_augmentation.augmentation(),
+                    ..sr_train_config(k, args.seed)
+                }
+            } else {
+                sr_train_config(k, args.seed)
+            },
             &device,
         )?
     };
@@ -996,4 +1040,31 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
     unclip_nn::write_json(out.join(unclip::SETTINGS_FILE), &settings)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Tensor;
+    use rand::SeedableRng;
+
+    #[test]
+    fn sr1_augmentations_are_valid_and_only_blur_noise_adds_noise() {
+        let device = Device::flex();
+        // A flat grey image: a blur leaves it flat, noise does not.
+        let x = Tensor::<4>::zeros([8, 3, 16, 16], &device);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let spread = |a: Sr1Augmentation, rng: &mut rand::rngs::StdRng| -> f32 {
+            let aug = a.augmentation();
+            aug.validate().expect("valid augmentation");
+            let y = aug.apply(x.clone(), rng).expect("apply");
+            assert_eq!(y.dims(), [8, 3, 16, 16]);
+            y.powi_scalar(2).mean().sqrt().into_scalar::<f32>()
+        };
+        assert!(spread(Sr1Augmentation::Blur, &mut rng) < 1e-6);
+        // 8 images, noise with probability 0.75 and sigma >= 2/255 (in [0, 1]; x2 in [-1, 1]).
+        let rms = spread(Sr1Augmentation::BlurNoise, &mut rng);
+        assert!(rms > 2.0 / 255.0, "blur-noise rms {rms}");
+        assert!(rms < 2.0 * 40.0 / 255.0 * 2.0, "blur-noise rms {rms}");
+    }
 }
