@@ -741,18 +741,17 @@ impl Sr1Augmentation {
     pub fn augmentation(self) -> LowResAugmentation {
         match self {
             Sr1Augmentation::Blur => LowResAugmentation::blur_64_to_256(),
+            // BSR's noise (probability 0.75) after an isotropic blur; no downscale, no JPEG.
             Sr1Augmentation::BlurNoise => LowResAugmentation::Bsr(BsrConfig {
                 blur_prob: 1.0,
                 blur_kernel_size: 3,
                 blur_sigma: [0.4, 0.8],
                 anisotropic_prob: 0.0,
                 downscale_prob: 0.0,
-                downscale_factor: [1.0, 1.0],
-                noise_prob: 0.75,
                 noise_sigma: [2.0 / 255.0, 40.0 / 255.0],
                 jpeg_prob: 0.0,
-                jpeg_quality: [95, 95],
                 shuffle: false,
+                ..BsrConfig::default()
             }),
         }
     }
