@@ -982,16 +982,9 @@ impl UnclipPipeline {
                 ),
             });
         }
-        // Candidate c of image i at row c * B + i: [k * B, ..].
-        let (emb_k, cond_k, uncond_k) = if k > 1 {
-            (
-                Tensor::cat(vec![image_embeddings.clone(); k], 0),
-                cond.repeat(k),
-                uncond.repeat(k),
-            )
-        } else {
-            (image_embeddings.clone(), cond.clone(), uncond.clone())
-        };
+        // Candidate c of image i at row c * B + i: [k * B, ..] (`repeat(1)` is a clone).
+        let emb_k = Tensor::cat(vec![image_embeddings.clone(); k], 0);
+        let (cond_k, uncond_k) = (cond.repeat(k), uncond.repeat(k));
         let decoder_latents = match decoder_latents {
             Some(l) if k > 1 && l.dims()[0] == b => Some(Tensor::cat(vec![l; k], 0)),
             l => l,
