@@ -353,6 +353,11 @@ pub struct DecoderBatch {
     /// The captions' CLIP conditioning: `prompt_embeds [B, E]`, `hidden_states [B, T, E]`,
     /// `mask [B, T]`.
     pub text: TextConditioning,
+    /// Optional `[B, 1, S, S]` weights of the simple loss per pixel (finite, >= 0, a positive
+    /// sum per image; each image's error is normalised by its weights' sum, so uniform weights
+    /// are the plain loss; see `TrainingObjective::loss_with_pixel_weights`). `None`: the plain
+    /// loss (GLIDE, Karlo).
+    pub pixel_weights: Option<Tensor<4>>,
 }
 
 /// The models the decoder trainer optimises together.
@@ -675,7 +680,10 @@ impl DecoderTrainer {
             Some(cond.additive_clip_time_embeddings),
             Some(mask),
         )?; // [B, 2C, S, S]
-        Ok(self.objective.loss(out, x0, noise, x_t, &ts)?)
+        let pixel_weights = batch.pixel_weights.clone().map(|w| w.to_device(&device)); // [B, 1, S, S]
+        Ok(self
+            .objective
+            .loss_with_pixel_weights(out, x0, noise, x_t, &ts, pixel_weights)?)
     }
 
     /// Rows whose `keep` is 0 get text_proj's learned unconditional image embedding (gradients

@@ -97,6 +97,7 @@ fn batch(device: &Device) -> DecoderBatch {
             hidden_states: host_randn(3, [N, L, E], device),
             mask: Tensor::<2, Bool>::from_data(TensorData::new(mask, [N, L]), device),
         },
+        pixel_weights: None,
     }
 }
 
@@ -414,4 +415,53 @@ fn high_noise_x0_training_learns_to_use_the_conditioning() {
     let rolled = x0_error(roll2(data.image_embeddings.clone()), &rolled_text);
     println!("x_0 MSE at t = 999: right conditioning {right:.4}, rolled {rolled:.4}");
     assert!(right < 0.5 * rolled, "right {right} vs rolled {rolled}");
+}
+
+/// `DecoderBatch::pixel_weights`: uniform weights give the same loss as none (same seed, so the
+/// same timesteps, noise and dropout), weights on part of the image give another loss, and a
+/// map with the wrong shape is a typed error naming it.
+#[test]
+fn pixel_weights_reach_the_loss() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    Device::flex().seed(7);
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    let config = DecoderTrainConfig {
+        seed: 3,
+        ..DecoderTrainConfig::default()
+    };
+    let loss_of = |weights: Option<Tensor<4>>| {
+        let mut trainer = DecoderTrainer::new(
+            text_proj.clone(),
+            unet.clone(),
+            uncond(&plain),
+            config.clone(),
+            &device,
+        )
+        .expect("trainer");
+        let mut b = batch(&plain);
+        b.pixel_weights = weights;
+        trainer.loss(&b).map(|t| t.mse.into_scalar::<f32>())
+    };
+    let none = loss_of(None).expect("plain loss");
+    let uniform = loss_of(Some(Tensor::full([N, 1, S, S], 3.0, &plain))).expect("uniform");
+    assert!((none - uniform).abs() <= 1e-5 * none, "{none} vs {uniform}");
+    // Weight only the top half of every image.
+    let mut half = vec![0f32; N * S * S];
+    for i in 0..N {
+        half[i * S * S..i * S * S + S * S / 2].fill(1.0);
+    }
+    let top = loss_of(Some(Tensor::from_data(
+        TensorData::new(half, [N, 1, S, S]),
+        &plain,
+    )))
+    .expect("top half");
+    assert!(
+        top.is_finite() && (top - none).abs() > 1e-4 * none,
+        "{top} vs {none}"
+    );
+    let r = loss_of(Some(Tensor::ones([N, 3, S, S], &plain)));
+    let msg = format!("{:?}", r.expect_err("three-channel weights"));
+    assert!(msg.contains("pixel_weights"), "{msg}");
 }

@@ -138,6 +138,32 @@ pub fn weighted_mse<const D: usize>(
     (per_sample * w).mean()
 }
 
+/// Per-sample MSE with a per-position weight map, normalised by the weights:
+/// `sum(w * (p - t)^2) / (C * sum(w))` per sample, `[B]`. `prediction`, `target`: `[B, C, ...]`;
+/// `pixel_weights`: `[B, 1, ...]` (one weight per position, shared by the channels), all
+/// finite and >= 0 with a positive sum per sample. With every weight equal it is the
+/// per-sample MSE.
+fn pixel_weighted_per_sample<const D: usize>(
+    prediction: Tensor<D>,
+    target: Tensor<D>,
+    pixel_weights: Tensor<D>,
+) -> Tensor<1> {
+    let dims = prediction.dims();
+    let (b, c) = (dims[0], dims[1].max(1));
+    let rest: usize = dims[1..].iter().product();
+    let positions: usize = dims[2..].iter().product();
+    let num = ((prediction - target).square() * pixel_weights.clone()) // [B, C, ...]
+        .reshape([b, rest.max(1)])
+        .sum_dim(1)
+        .reshape([b]);
+    let den = pixel_weights
+        .reshape([b, positions.max(1)])
+        .sum_dim(1)
+        .reshape([b])
+        .mul_scalar(c as f32);
+    num / den
+}
+
 /// Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats (broadcasting).
 pub fn normal_kl<const D: usize>(
     mean1: Tensor<D>,
@@ -340,15 +366,20 @@ impl TrainingObjective {
         self.weighting
     }
 
-    /// The simple loss: plain MSE, or the weighted per-sample MSE.
+    /// The simple loss: plain MSE, or the weighted per-sample MSE (per timestep and/or per
+    /// position).
     fn simple_loss<const D: usize>(
         &self,
         prediction: Tensor<D>,
         target: Tensor<D>,
         timesteps: &[usize],
+        pixel_weights: Option<Tensor<D>>,
     ) -> Tensor<1> {
         if self.weighting == LossWeighting::Uniform {
-            return mse(prediction, target);
+            return match pixel_weights {
+                None => mse(prediction, target),
+                Some(w) => pixel_weighted_per_sample(prediction, target, w).mean(),
+            };
         }
         let weights: Vec<f32> = timesteps
             .iter()
@@ -358,7 +389,17 @@ impl TrainingObjective {
                 self.weighting.target_weight(self.prediction_type, snr)
             })
             .collect();
-        weighted_mse(prediction, target, &weights)
+        match pixel_weights {
+            None => weighted_mse(prediction, target, &weights),
+            Some(pw) => {
+                let device = prediction.device();
+                let per_sample = pixel_weighted_per_sample(prediction, target, pw); // [B]
+                let b = weights.len();
+                let w =
+                    Tensor::<1>::from_data(burn::tensor::TensorData::new(weights, [b]), &device);
+                (per_sample * w).mean()
+            }
+        }
     }
 
     /// Overrides the hybrid-loss settings (used with learned-range variance).
@@ -405,6 +446,56 @@ impl TrainingObjective {
         x_t: Tensor<D>,
         timesteps: &[usize],
     ) -> Result<LossTerms, DiffusionError> {
+        self.loss_with_pixel_weights(model_output, x0, noise, x_t, timesteps, None)
+    }
+
+    /// [`TrainingObjective::loss`] with the simple loss weighted per position:
+    /// `pixel_weights` `[B, 1, ...]` (finite, >= 0, a positive sum per sample) multiplies each
+    /// position's squared error in all channels, and each sample's error is divided by its
+    /// weights' sum, so uniform weights give the plain loss. Lets a trainer spend the loss
+    /// where the content is (e.g. a small object on a flat background) instead of in proportion
+    /// to its area. The VLB term (learned variance) is not weighted. `None` is
+    /// [`TrainingObjective::loss`].
+    pub fn loss_with_pixel_weights<const D: usize>(
+        &self,
+        model_output: Tensor<D>,
+        x0: Tensor<D>,
+        noise: Tensor<D>,
+        x_t: Tensor<D>,
+        timesteps: &[usize],
+        pixel_weights: Option<Tensor<D>>,
+    ) -> Result<LossTerms, DiffusionError> {
+        if let Some(w) = &pixel_weights {
+            let (wd, xd) = (w.dims(), x0.dims());
+            if D < 2 || wd[0] != xd[0] || wd[1] != 1 || wd[2..] != xd[2..] {
+                return Err(DiffusionError::ShapeMismatch {
+                    what: "pixel_weights",
+                    found: wd.to_vec(),
+                    expected: format!("{xd:?} with one channel"),
+                });
+            }
+            let host: Vec<f32> = w
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .map_err(|e| DiffusionError::InvalidArgument {
+                    what: "pixel_weights",
+                    message: format!("{e:?}"),
+                })?;
+            let per = host.len() / xd[0].max(1);
+            let bad = host.iter().any(|v| !v.is_finite() || *v < 0.0)
+                || host
+                    .chunks(per.max(1))
+                    .any(|c| c.iter().sum::<f32>() <= 0.0);
+            if bad {
+                return Err(DiffusionError::InvalidArgument {
+                    what: "pixel_weights",
+                    message: "weights must be finite and >= 0 with a positive sum per sample"
+                        .into(),
+                });
+            }
+        }
         let target = self
             .schedule
             .target(self.prediction_type, x0.clone(), noise, timesteps)?;
@@ -413,7 +504,7 @@ impl TrainingObjective {
         match self.variance_type {
             VarianceType::FixedSmallLog => {
                 same_shape("model_output", &model_output, &x0)?;
-                let mse = self.simple_loss(model_output, target, timesteps);
+                let mse = self.simple_loss(model_output, target, timesteps, pixel_weights);
                 Ok(LossTerms {
                     loss: mse.clone(),
                     mse,
@@ -433,7 +524,7 @@ impl TrainingObjective {
                 let c = dims[1];
                 let prediction = model_output.clone().narrow(1, 0, c);
                 let variance_values = model_output.narrow(1, c, c);
-                let mse = self.simple_loss(prediction.clone(), target, timesteps);
+                let mse = self.simple_loss(prediction.clone(), target, timesteps, pixel_weights);
                 let vlb = vlb_terms(
                     &self.schedule,
                     self.prediction_type,

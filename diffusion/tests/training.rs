@@ -380,3 +380,145 @@ fn loss_weighting_is_the_same_x0_weight_for_every_target() {
             .is_err()
     );
 }
+
+/// Pixel weights: each sample's squared error is weighted per position (shared by the
+/// channels) and normalised by the weights' sum, computed here on the host; uniform weights are
+/// the plain loss, with and without a timestep weighting, and bad weights are typed errors.
+#[test]
+fn pixel_weights_weight_positions_and_normalise_per_sample() {
+    let device = test_device();
+    let cfg = SchedulerConfig {
+        variance_type: VarianceType::FixedSmallLog,
+        prediction_type: PredictionType::Sample,
+        ..Default::default()
+    };
+    let objective = TrainingObjective::new(&cfg);
+    let mut rng = SeededNoise::new(33);
+    let (b, c, h, w) = (3usize, 2usize, 3usize, 4usize);
+    let x0 = rng.randn([b, c, h, w], &device).unwrap();
+    let eps = rng.randn([b, c, h, w], &device).unwrap();
+    let pred = rng.randn([b, c, h, w], &device).unwrap();
+    let ts = [5usize, 400, 900];
+    let x_t = objective.noisy_input(x0.clone(), eps.clone(), &ts).unwrap();
+    // Weights in 0..3, position-dependent and different per sample; one sample's weights
+    // are zero except at one position.
+    let mut wv: Vec<f32> = (0..b * h * w)
+        .map(|i| ((i * 7) % 4) as f32 * 0.75)
+        .collect();
+    for (i, v) in wv[2 * h * w..].iter_mut().enumerate() {
+        *v = if i == 5 { 2.0 } else { 0.0 };
+    }
+    let weights = Tensor::<4>::from_data(TensorData::new(wv.clone(), [b, 1, h, w]), &device);
+
+    let (p, x) = (to_vec(pred.clone()), to_vec(x0.clone()));
+    let expected: f32 = (0..b)
+        .map(|s| {
+            let mut num = 0.0f32;
+            let mut den = 0.0f32;
+            for pos in 0..h * w {
+                let wt = wv[s * h * w + pos];
+                den += wt * c as f32;
+                for ch in 0..c {
+                    let i = (s * c + ch) * h * w + pos;
+                    num += wt * (p[i] - x[i]).powi(2);
+                }
+            }
+            num / den
+        })
+        .sum::<f32>()
+        / b as f32;
+    let got = objective
+        .loss_with_pixel_weights(
+            pred.clone(),
+            x0.clone(),
+            eps.clone(),
+            x_t.clone(),
+            &ts,
+            Some(weights),
+        )
+        .unwrap()
+        .loss
+        .into_scalar::<f32>();
+    assert!(
+        (got - expected).abs() <= 1e-5 * expected,
+        "{got} vs {expected}"
+    );
+    // The plain loss is a different number with these weights.
+    let plain = objective
+        .loss(pred.clone(), x0.clone(), eps.clone(), x_t.clone(), &ts)
+        .unwrap()
+        .loss
+        .into_scalar::<f32>();
+    assert!(
+        (plain - expected).abs() > 1e-3 * expected,
+        "{plain} vs {expected}"
+    );
+
+    // Uniform weights (any positive constant) are the plain loss, also under a timestep
+    // weighting.
+    let uniform = Tensor::<4>::full([b, 1, h, w], 2.5, &device);
+    for weighting in [
+        LossWeighting::Uniform,
+        LossWeighting::SnrPlusOne { max_snr: 5.0 },
+    ] {
+        let obj = objective.clone().with_weighting(weighting).unwrap();
+        let a = obj
+            .loss(pred.clone(), x0.clone(), eps.clone(), x_t.clone(), &ts)
+            .unwrap()
+            .loss
+            .into_scalar::<f32>();
+        let u = obj
+            .loss_with_pixel_weights(
+                pred.clone(),
+                x0.clone(),
+                eps.clone(),
+                x_t.clone(),
+                &ts,
+                Some(uniform.clone()),
+            )
+            .unwrap()
+            .loss
+            .into_scalar::<f32>();
+        assert!((a - u).abs() <= 1e-5 * a, "{weighting:?}: {a} vs {u}");
+    }
+
+    // Wrong shape (channels), a negative weight and an all-zero sample are typed errors.
+    let bad_shape = Tensor::<4>::ones([b, c, h, w], &device);
+    let mut negative = vec![1.0f32; b * h * w];
+    negative[3] = -1.0;
+    let mut zero = vec![1.0f32; b * h * w];
+    zero[h * w..2 * h * w].fill(0.0);
+    for (name, wt) in [
+        ("channels", bad_shape),
+        (
+            "negative",
+            Tensor::from_data(TensorData::new(negative, [b, 1, h, w]), &device),
+        ),
+        (
+            "zero sum",
+            Tensor::from_data(TensorData::new(zero, [b, 1, h, w]), &device),
+        ),
+    ] {
+        let r = objective.loss_with_pixel_weights(
+            pred.clone(),
+            x0.clone(),
+            eps.clone(),
+            x_t.clone(),
+            &ts,
+            Some(wt),
+        );
+        assert!(
+            matches!(
+                r,
+                Err(DiffusionError::ShapeMismatch {
+                    what: "pixel_weights",
+                    ..
+                }) | Err(DiffusionError::InvalidArgument {
+                    what: "pixel_weights",
+                    ..
+                })
+            ),
+            "{name}: {r:?}"
+        );
+    }
+}
