@@ -214,6 +214,27 @@ impl<'a> GuidedDecoder<'a> {
     }
 }
 
+/// A second decoder that takes over the low-noise end of sampling (eDiff-I's "expert
+/// denoisers", Balaji et al. 2022): the steps at timesteps `t < below` run `unet` with its own
+/// `text_proj`, the others the main decoder. Both must predict the same target on the same
+/// schedule (the scheduler passed to [`sample_decoder_with_expert`] serves both) and take the
+/// same image and text embeddings.
+///
+/// ```no_run
+/// # use unclip_decoder::{LowNoiseExpert, UNet2DConditionModel, UnCLIPTextProjModel};
+/// # fn f(unet: &UNet2DConditionModel, text_proj: &UnCLIPTextProjModel) {
+/// // A wide decoder trained for precise low-noise denoising draws the last 40% of the steps.
+/// let expert = LowNoiseExpert { unet, text_proj, below: 400 };
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct LowNoiseExpert<'a> {
+    pub unet: &'a UNet2DConditionModel,
+    pub text_proj: &'a UnCLIPTextProjModel,
+    /// The expert runs the steps whose timestep is below this.
+    pub below: usize,
+}
+
 /// Runs the decoder stage; returns `image_small [B, C, H, W]` clamped to `[-1, 1]`.
 ///
 /// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
@@ -233,6 +254,21 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     noise: &mut N,
     progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
 ) -> Result<Tensor<4>, DecoderError> {
+    sample_decoder_with_expert(unet, text_proj, None, scheduler, request, noise, progress)
+}
+
+/// [`sample_decoder`] with an optional [`LowNoiseExpert`] drawing the steps at `t < below`
+/// (`None`: [`sample_decoder`]). The expert's UNet must have the main UNet's input channels,
+/// and its variance channels are used or dropped by the same rule.
+pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
+    unet: &UNet2DConditionModel,
+    text_proj: &UnCLIPTextProjModel,
+    expert: Option<LowNoiseExpert<'_>>,
+    scheduler: &mut UnCLIPScheduler,
+    request: DecoderRequest,
+    noise: &mut N,
+    progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
+) -> Result<Tensor<4>, DecoderError> {
     let DecoderRequest {
         image_embeddings,
         text,
@@ -244,6 +280,31 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
+    let c = unet.in_channels();
+    // The expert's conditioning, prepared with its own text projection.
+    let low = match expert {
+        Some(e) => {
+            if e.unet.in_channels() != c {
+                return Err(DecoderError::InvalidArgument {
+                    name: "expert".into(),
+                    message: format!(
+                        "the low-noise expert takes {} input channels, the decoder {c}",
+                        e.unet.in_channels()
+                    ),
+                });
+            }
+            let model = GuidedDecoder::new(
+                e.unet,
+                e.text_proj,
+                image_embeddings.clone(),
+                text.clone(),
+                uncond_text.clone(),
+                guidance_scale,
+            )?;
+            Some((model, e.below, e.unet.config.out_channels == 2 * c))
+        }
+        None => None,
+    };
     let model = GuidedDecoder::new(
         unet,
         text_proj,
@@ -254,7 +315,6 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     )?;
 
     scheduler.set_timesteps(num_inference_steps)?;
-    let c = unet.in_channels();
     let latents = match latents {
         Some(x) => x,
         None => {
@@ -280,11 +340,16 @@ pub fn sample_decoder<N: NoiseSource + ?Sized>(
     let mut x = latents * scheduler.init_noise_sigma();
     let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
-    let drop_variance = scheduler.config().variance_type == VarianceType::FixedSmallLog
-        && unet.config.out_channels == 2 * c;
+    let fixed = scheduler.config().variance_type == VarianceType::FixedSmallLog;
     for (index, (t, prev)) in pairs.into_iter().enumerate() {
-        let out = model.output(x.clone(), t)?; // [B, 2C, H, W] or [B, C, H, W]
-        let out = if drop_variance {
+        let (out, learned_variance) = match &low {
+            Some((expert, below, lv)) if t < *below => (expert.output(x.clone(), t)?, *lv),
+            _ => (
+                model.output(x.clone(), t)?,
+                unet.config.out_channels == 2 * c,
+            ),
+        }; // [B, 2C, H, W] or [B, C, H, W]
+        let out = if fixed && learned_variance {
             out.narrow(1, 0, c) // [B, C, H, W]: the prediction channels
         } else {
             out

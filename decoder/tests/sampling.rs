@@ -3,8 +3,8 @@
 
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_decoder::{
-    DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, no_progress,
-    sample_decoder,
+    DecoderError, DecoderRequest, LowNoiseExpert, TextConditioning, UNet2DConditionModel,
+    UnCLIPTextProjModel, no_progress, sample_decoder, sample_decoder_with_expert,
 };
 use unclip_diffusion::{ReplayNoise, Sampler, UnCLIPScheduler};
 use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
@@ -392,4 +392,88 @@ fn ddim_sampler_is_deterministic_ddim() {
     .expect("ancestral sampling");
     let spread = max_abs_diff(ancestral, got);
     assert!(spread > 1e-3, "the sampler made no difference ({spread})");
+}
+
+/// A low-noise expert runs exactly the steps at `t < below`: with `below` 0 the result is the
+/// main decoder's, with `below` above every timestep the expert's alone, and in between the
+/// steps down to the switch are the main decoder's (same noise) and the first expert step is
+/// not. An expert with other input channels is a typed error.
+#[test]
+fn low_noise_expert_takes_the_steps_below_its_switch() {
+    let device = test_device();
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    // The expert: the same architecture with other (random) weights.
+    device.seed(11);
+    let other = UNet2DConditionModel::new(&unet.config, &device).expect("expert unet");
+    let steps = 6;
+    // Every step's sample and timestep.
+    let run = |main: &UNet2DConditionModel,
+               expert: Option<LowNoiseExpert<'_>>,
+               scheduler: &mut UnCLIPScheduler|
+     -> (Vec<usize>, Vec<Vec<f32>>, Vec<f32>) {
+        let mut ts = Vec::new();
+        let mut xs = Vec::new();
+        let out = sample_decoder_with_expert(
+            main,
+            &text_proj,
+            expert,
+            scheduler,
+            latents_request(&io, &device, steps, Sampler::Ancestral),
+            &mut unclip_diffusion::SeededNoise::new(4),
+            &mut |info: &unclip_decoder::StepInfo<'_>| {
+                ts.push(info.timestep);
+                xs.push(unclip_testkit::to_vec(info.sample.clone()));
+                std::ops::ControlFlow::Continue(())
+            },
+        )
+        .expect("sample");
+        (ts, xs, unclip_testkit::to_vec(out))
+    };
+    let expert = |below: usize| {
+        Some(LowNoiseExpert {
+            unet: &other,
+            text_proj: &text_proj,
+            below,
+        })
+    };
+    let (ts, main_steps, main_out) = run(&unet, None, &mut scheduler);
+    let (_, _, other_out) = run(&other, None, &mut scheduler);
+    assert_ne!(main_out, other_out, "the two decoders differ");
+    assert_eq!(run(&unet, expert(0), &mut scheduler).2, main_out);
+    assert_eq!(run(&unet, expert(ts[0] + 1), &mut scheduler).2, other_out);
+    // Switch half way: the steps at t >= below are the main decoder's.
+    let below = ts[steps / 2];
+    let (_, mixed, mixed_out) = run(&unet, expert(below), &mut scheduler);
+    let first_expert = ts.iter().position(|&t| t < below).expect("a step below");
+    assert_eq!(mixed[..first_expert], main_steps[..first_expert]);
+    assert_ne!(mixed[first_expert], main_steps[first_expert]);
+    assert_ne!(mixed_out, main_out);
+    assert_ne!(mixed_out, other_out);
+
+    let mut cfg = unet.config.clone();
+    cfg.in_channels = unet.in_channels() + 1;
+    let wrong = UNet2DConditionModel::new(&cfg, &device).expect("unet");
+    let r = sample_decoder_with_expert(
+        &unet,
+        &text_proj,
+        Some(LowNoiseExpert {
+            unet: &wrong,
+            text_proj: &text_proj,
+            below: 500,
+        }),
+        &mut scheduler,
+        latents_request(&io, &device, steps, Sampler::Ancestral),
+        &mut unclip_diffusion::SeededNoise::new(4),
+        &mut no_progress,
+    );
+    assert!(
+        matches!(r, Err(DecoderError::InvalidArgument { ref name, .. }) if name == "expert"),
+        "{r:?}"
+    );
 }

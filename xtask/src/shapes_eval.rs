@@ -581,6 +581,14 @@ pub struct EvalDecoderArgs {
     /// Sampler: `ancestral` (Karlo's), `ddim` or `ddim:<eta>`.
     #[arg(long, default_value = "ancestral")]
     pub sampler: unclip::Sampler,
+    /// A second run whose decoder samples the low-noise steps (`t < --expert-below`;
+    /// `unclip_decoder::LowNoiseExpert`); it must share the run's prediction target and noise
+    /// schedule. The fixed-t measurements are of the main decoder.
+    #[arg(long)]
+    pub expert_run: Option<PathBuf>,
+    /// The timestep below which `--expert-run`'s decoder takes over.
+    #[arg(long, default_value_t = 400)]
+    pub expert_below: usize,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -593,7 +601,7 @@ fn mse<const D: usize>(a: burn::tensor::Tensor<D>, b: burn::tensor::Tensor<D>) -
 pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     use burn::tensor::Tensor;
     use unclip_decoder::{
-        DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder,
+        DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
     };
     use unclip_diffusion::{NoiseSource, SeededNoise, TrainingObjective, UnCLIPScheduler};
     let device = Device::flex();
@@ -845,10 +853,45 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             }
         }
     }
+    let expert = match &args.expert_run {
+        Some(r) => {
+            let es: unclip_decoder::train::DecoderTrainerState =
+                unclip_nn::read_json(r.join("decoder/trainer_state.json"))?;
+            let esc = crate::shapes::decoder_scheduler(&es.train);
+            let key = |c: &unclip_diffusion::SchedulerConfig| {
+                (
+                    c.prediction_type,
+                    c.beta_schedule,
+                    c.beta_start,
+                    c.beta_end,
+                    c.num_train_timesteps,
+                )
+            };
+            if key(&esc) != key(&sc) {
+                return Err(format!(
+                    "--expert-run {}: its target / schedule differ from the run's",
+                    r.display()
+                )
+                .into());
+            }
+            Some((
+                UNet2DConditionModel::from_pretrained(r.join("decoder/decoder"), &device)?,
+                UnCLIPTextProjModel::from_pretrained(r.join("decoder/text_proj"), &device)?,
+            ))
+        }
+        None => None,
+    };
     let mut scheduler = UnCLIPScheduler::new(sc);
-    let out = sample_decoder(
+    let out = unclip_decoder::sample_decoder_with_expert(
         &unet,
         &text_proj,
+        expert
+            .as_ref()
+            .map(|(unet, text_proj)| unclip_decoder::LowNoiseExpert {
+                unet,
+                text_proj,
+                below: args.expert_below,
+            }),
         &mut scheduler,
         DecoderRequest {
             image_embeddings: img_emb,
