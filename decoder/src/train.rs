@@ -307,6 +307,11 @@ pub struct DecoderTrainConfig {
     /// 800 the same with right, shuffled and no conditioning).
     #[serde(default)]
     pub min_timestep: usize,
+    /// Timesteps are drawn below this (default `None`: `num_train_timesteps`), for every row.
+    /// A run restricted to the low-noise end trains a decoder for
+    /// [`crate::LowNoiseExpert`] (its `below`).
+    #[serde(default)]
+    pub max_timestep: Option<usize>,
     /// Fraction of each batch whose timesteps are drawn from `min_timestep..T`; the other rows
     /// are drawn from `0..T` (default 1: the whole batch; with `min_timestep` 0 the two are the
     /// same).
@@ -336,6 +341,7 @@ impl Default for DecoderTrainConfig {
             schedule: TrainSchedule::SquaredcosCapV2,
             prediction_type: PredictionType::Epsilon,
             min_timestep: 0,
+            max_timestep: None,
             high_noise_fraction: 1.0,
             loss_weighting: LossWeighting::Uniform,
             seed: 0,
@@ -628,10 +634,24 @@ impl DecoderTrainer {
         let x0 = batch.images.clone().to_device(&device); // [B, C, S, S]
 
         // Host draws, in this order: timesteps, noise, image-embedding drops, caption drops.
-        // The first round(b * high_noise_fraction) rows from min_timestep..T, the rest from 0..T.
+        // The first round(b * high_noise_fraction) rows from min_timestep..max, the rest from
+        // 0..max (max: max_timestep, default T).
         let lo = self.config.min_timestep;
         let n_high = ((b as f64) * self.config.high_noise_fraction).round() as usize;
-        let t_total = self.config.num_train_timesteps;
+        let t_total = self
+            .config
+            .max_timestep
+            .unwrap_or(self.config.num_train_timesteps);
+        if t_total > self.config.num_train_timesteps || t_total <= lo {
+            // `config` is public: checked at every step.
+            return Err(DecoderError::InvalidArgument {
+                name: "max_timestep".into(),
+                message: format!(
+                    "{t_total} must be above min_timestep = {lo} and at most num_train_timesteps = {}",
+                    self.config.num_train_timesteps
+                ),
+            });
+        }
         let mut ts: Vec<usize> = unclip_diffusion::sample_timesteps(
             self.noise.rng_mut(),
             n_high,

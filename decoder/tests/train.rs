@@ -465,3 +465,45 @@ fn pixel_weights_reach_the_loss() {
     let msg = format!("{:?}", r.expect_err("three-channel weights"));
     assert!(msg.contains("pixel_weights"), "{msg}");
 }
+
+/// `max_timestep`: `Some(T)` is the default, a lower bound changes the drawn timesteps (so the
+/// loss), and a bound at or below `min_timestep` or above `T` is a typed error at the step.
+#[test]
+fn max_timestep_bounds_the_training_timesteps() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    Device::flex().seed(8);
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    let loss_of = |max_timestep: Option<usize>, min_timestep: usize| {
+        let config = DecoderTrainConfig {
+            seed: 4,
+            max_timestep,
+            min_timestep,
+            ..DecoderTrainConfig::default()
+        };
+        let mut trainer = DecoderTrainer::new(
+            text_proj.clone(),
+            unet.clone(),
+            uncond(&plain),
+            config,
+            &device,
+        )
+        .expect("trainer");
+        trainer
+            .loss(&batch(&plain))
+            .map(|t| t.mse.into_scalar::<f32>())
+    };
+    let t = DecoderTrainConfig::default().num_train_timesteps;
+    let all = loss_of(None, 0).expect("default");
+    assert_eq!(loss_of(Some(t), 0).expect("Some(T)"), all);
+    let low = loss_of(Some(10), 0).expect("t < 10");
+    assert!(low.is_finite() && low != all, "{low} vs {all}");
+    for (max, min) in [(Some(t + 1), 0), (Some(5), 5), (Some(0), 0)] {
+        let r = loss_of(max, min);
+        assert!(
+            matches!(r, Err(DecoderError::InvalidArgument { ref name, .. }) if name == "max_timestep"),
+            "{max:?} / {min}: {r:?}"
+        );
+    }
+}

@@ -145,6 +145,11 @@ pub struct TrainArgs {
     /// plain loss. Applies from this invocation on.
     #[arg(long, default_value_t = 0.0)]
     pub decoder_box_weight: f32,
+    /// Decoder: draw training timesteps below this only (default: all); trains a low-noise
+    /// expert (`unclip_decoder::LowNoiseExpert`, `eval-decoder --expert-run`). Applies from
+    /// this invocation on.
+    #[arg(long)]
+    pub decoder_max_timestep: Option<usize>,
 }
 
 /// `[B, 1, side, side]` loss weights: `1 + extra` on each scene's bounding box grown by one
@@ -726,6 +731,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     };
     trainer.config.min_timestep = args.decoder_min_timestep;
     trainer.config.high_noise_fraction = args.decoder_high_noise_fraction;
+    trainer.config.max_timestep = args.decoder_max_timestep;
     trainer.config.loss_weighting = parse_loss_weighting(&args.decoder_loss_weighting)?;
     if let Some(lr) = args.decoder_learning_rate {
         trainer.config.learning_rate = lr;
