@@ -1132,7 +1132,7 @@ mod tests {
         }
         let w = box_weights(&examples, side, 4.0, &device);
         assert_eq!(w.dims(), [examples.len(), 1, s, s]);
-        let v = w.into_data().to_vec::<f32>().expect("f32");
+        let v = w.into_data().try_to_vec::<f32>().expect("f32");
         for (i, e) in examples.iter().enumerate() {
             let map = &v[i * s * s..(i + 1) * s * s];
             assert!(map.iter().all(|&x| x == 1.0 || x == 5.0));
