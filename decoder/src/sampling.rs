@@ -341,13 +341,11 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
     let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
     let fixed = scheduler.config().variance_type == VarianceType::FixedSmallLog;
+    let main_learns_variance = unet.config.out_channels == 2 * c;
     for (index, (t, prev)) in pairs.into_iter().enumerate() {
         let (out, learned_variance) = match &low {
             Some((expert, below, lv)) if t < *below => (expert.output(x.clone(), t)?, *lv),
-            _ => (
-                model.output(x.clone(), t)?,
-                unet.config.out_channels == 2 * c,
-            ),
+            _ => (model.output(x.clone(), t)?, main_learns_variance),
         }; // [B, 2C, H, W] or [B, C, H, W]
         let out = if fixed && learned_variance {
             out.narrow(1, 0, c) // [B, C, H, W]: the prediction channels

@@ -128,8 +128,12 @@ pub fn weighted_mse<const D: usize>(
     target: Tensor<D>,
     weights: &[f32],
 ) -> Tensor<1> {
-    let device = prediction.device();
-    let per_sample = mean_per_sample((prediction - target).square()); // [B]
+    weighted_mean(mean_per_sample((prediction - target).square()), weights)
+}
+
+/// `mean_b(per_sample[b] * weights[b])`: `[B] -> [1]`.
+fn weighted_mean(per_sample: Tensor<1>, weights: &[f32]) -> Tensor<1> {
+    let device = per_sample.device();
     let b = weights.len();
     let w = Tensor::<1>::from_data(
         burn::tensor::TensorData::new(weights.to_vec(), [b]),
@@ -391,14 +395,7 @@ impl TrainingObjective {
             .collect();
         match pixel_weights {
             None => weighted_mse(prediction, target, &weights),
-            Some(pw) => {
-                let device = prediction.device();
-                let per_sample = pixel_weighted_per_sample(prediction, target, pw); // [B]
-                let b = weights.len();
-                let w =
-                    Tensor::<1>::from_data(burn::tensor::TensorData::new(weights, [b]), &device);
-                (per_sample * w).mean()
-            }
+            Some(pw) => weighted_mean(pixel_weighted_per_sample(prediction, target, pw), &weights),
         }
     }
 
