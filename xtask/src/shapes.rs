@@ -740,6 +740,10 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     if !(box_weight.is_finite() && box_weight >= 0.0) {
         return Err(format!("--decoder-box-weight {box_weight}: expected a number >= 0").into());
     }
+    // The run's resolution is its UNet config's `sample_size` (32 for fresh runs; a run copied
+    // from a 32x32 one with `sample_size` edited continues at that size: the UNet is
+    // convolutional and its attention is over tokens, so the weights carry over).
+    let side = decoder_side(&trainer.models.unet.config)?;
     let phase = args.decoder_lr_phase_start.min(args.decoder_steps);
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
@@ -755,14 +759,14 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             args.decoder_steps - phase,
         );
         let losses = trainer.train_step(&DecoderBatch {
-            images: images_signed(&ex, BASE, &plain),
+            images: images_signed(&ex, side, &plain),
             image_embeddings: img,
             text: TextConditioning {
                 prompt_embeds: e,
                 hidden_states: h,
                 mask: m,
             },
-            pixel_weights: (box_weight > 0.0).then(|| box_weights(&ex, BASE, box_weight, &plain)),
+            pixel_weights: (box_weight > 0.0).then(|| box_weights(&ex, side, box_weight, &plain)),
         })?;
         log.log(step + 1, losses.loss, &pb)?;
         if (step + 1) % args.save_every == 0 || step + 1 == args.decoder_steps {
@@ -772,6 +776,18 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     }
     pb.finish();
     Ok(())
+}
+
+/// The side of a shapes decoder: its config's square `sample_size` (the CLIP conditioning stays
+/// at [`BASE`] whatever the decoder draws).
+pub fn decoder_side(config: &UNet2DConditionConfig) -> Result<u32, Error> {
+    match config.sample_size.map(|s| s.hw()) {
+        Some([h, w]) if h == w && h % 4 == 0 && h > 0 => Ok(h as u32),
+        other => Err(format!(
+            "the shapes decoder needs a square sample_size divisible by 4, its config has {other:?}"
+        )
+        .into()),
+    }
 }
 
 /// The first super-resolution stage's low-resolution augmentation (`--sr1-augmentation`).
@@ -906,7 +922,11 @@ pub fn super_res_scheduler(train: &SuperResTrainConfig) -> SchedulerConfig {
 pub fn scheduler_configs(
     run: &Path,
     decoder_variance: VarianceType,
-) -> Result<[(&'static str, SchedulerConfig); 4], Error> {
+) -> Result<Vec<(&'static str, SchedulerConfig)>, Error> {
+    let side = decoder_side(&unclip_nn::read_json(
+        run.join("decoder/decoder/config.json"),
+    )?)?;
+    let chain = super_res_chain(side)?;
     let prior: unclip_prior::train::TrainerState =
         unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
     let decoder: unclip_decoder::train::DecoderTrainerState =
@@ -933,9 +953,30 @@ pub fn scheduler_configs(
                 ..decoder_scheduler(&decoder.train)
             },
         ),
-        ("super_res_scheduler", sr("sr1")?),
-        ("super_res_2_scheduler", sr("sr2")?),
-    ])
+    ]
+    .into_iter()
+    .chain(
+        chain
+            .iter()
+            .zip(["super_res_scheduler", "super_res_2_scheduler"])
+            .map(|(stage, name)| Ok((name, sr(stage)?)))
+            .collect::<Result<Vec<_>, Error>>()?,
+    )
+    .collect())
+}
+
+/// The run's super-resolution stages that follow a decoder of side `side`, in pipeline order
+/// (`super_res_first`, then `super_res_2`): a 32x32 decoder takes both (32 -> 64 -> 128), a
+/// 64x64 one only the 64 -> 128 stage. The output is 128x128 either way.
+pub fn super_res_chain(side: u32) -> Result<&'static [&'static str], Error> {
+    match side {
+        s if s == BASE => Ok(&["sr1", "sr2"]),
+        s if s == 2 * BASE => Ok(&["sr2"]),
+        other => Err(format!(
+            "no super-resolution chain to 128 for a {other}x{other} decoder (32 or 64)"
+        )
+        .into()),
+    }
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -1044,12 +1085,20 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         &out.join("text_proj"),
         &weights,
     )?;
-    copy_files(
-        &args.run.join("sr1"),
-        &out.join("super_res_first"),
-        &weights,
-    )?;
-    copy_files(&args.run.join("sr2"), &out.join("super_res_2"), &weights)?;
+    let chain = super_res_chain(decoder_side(&unclip_nn::read_json(
+        args.run.join("decoder/decoder/config.json"),
+    )?)?)?;
+    for (stage, folder) in chain.iter().zip(["super_res_first", "super_res_2"]) {
+        copy_files(&args.run.join(stage), &out.join(folder), &weights)?;
+    }
+    if chain.len() < 2 {
+        // A re-export over a 32x32 model's folder must not leave its second stage behind.
+        for stale in ["super_res_2", "super_res_2_scheduler"] {
+            if out.join(stale).is_dir() {
+                std::fs::remove_dir_all(out.join(stale))?;
+            }
+        }
+    }
     for (name, sc) in scheduler_configs(&args.run, args.decoder_variance)? {
         let mut v = serde_json::to_value(&sc)?;
         if let Some(m) = v.as_object_mut() {
@@ -1057,7 +1106,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         }
         unclip_nn::write_json(out.join(name).join("scheduler_config.json"), &v)?;
     }
-    let index = serde_json::json!({
+    let mut index = serde_json::json!({
         "_class_name": "UnCLIPPipeline",
         "_unclip_note": "trained by `cargo run -p xtask -- train-shapes` on the unclip-shapes world",
         "tokenizer": ["transformers", "CLIPTokenizer"],
@@ -1074,6 +1123,12 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
         "super_res_2": ["unclip", "UNet2DModel"],
         "super_res_2_scheduler": ["diffusers", "UnCLIPScheduler"]
     });
+    if chain.len() < 2
+        && let Some(m) = index.as_object_mut()
+    {
+        m.remove("super_res_2");
+        m.remove("super_res_2_scheduler");
+    }
     unclip_nn::write_json(out.join("model_index.json"), &index)?;
     let settings = unclip::Settings {
         decoder_steps: args.decoder_steps,

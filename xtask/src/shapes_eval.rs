@@ -611,6 +611,9 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let unet = UNet2DConditionModel::from_pretrained(args.run.join("decoder/decoder"), &device)?;
     let text_proj =
         UnCLIPTextProjModel::from_pretrained(args.run.join("decoder/text_proj"), &device)?;
+    // The decoder's side (32, or larger for a run continued at a higher resolution); its CLIP
+    // conditioning is computed at the base resolution.
+    let side = crate::shapes::decoder_side(&unet.config)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(5);
     let held = combinations(if args.seen {
         Split::Train
@@ -638,7 +641,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         &device,
     )?;
     let (img_emb, _) = vision.forward(crate::shapes::clip_pixels(&processor, &examples, &device)?);
-    let target = crate::shapes::images_signed(&examples, crate::shapes::BASE, &device);
+    let target = crate::shapes::images_signed(&examples, side, &device);
     // The same scenes with the next shape (circle -> square -> triangle -> circle), everything
     // else equal: does the decoder follow the shape of its conditioning?
     let swapped: Vec<unclip_shapes::Example> = examples
@@ -671,14 +674,14 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     )?;
     let (swapped_emb, _) =
         vision.forward(crate::shapes::clip_pixels(&processor, &swapped, &device)?);
-    let swapped_target = crate::shapes::images_signed(&swapped, crate::shapes::BASE, &device);
+    let swapped_target = crate::shapes::images_signed(&swapped, side, &device);
     // The empty prompt's conditioning (no-conditioning rows and guidance).
     let (ue, uh, um) =
         crate::shapes::encode_text(&tok, &text, &vec![String::new(); examples.len()], &device)?;
     // The renders, the top row of every contact sheet.
     let renders: Vec<RgbImage> = examples
         .iter()
-        .map(|e| e.scene.render(crate::shapes::BASE))
+        .map(|e| e.scene.render(side))
         .collect();
     let n = examples.len();
     // [B, 1, S, S]: 1 on the shape's pixels (where the render differs from its background).
@@ -745,7 +748,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         if t <= 100 {
             // Where the low-noise error is: the shape, the background, the 2-pixel border ring;
             // and its signed mean (a colour cast) against what x_t alone would give.
-            let s = crate::shapes::BASE as usize;
+            let s = side as usize;
             let mut ring = vec![0f32; s * s];
             for y in 0..s {
                 for x in 0..s {
