@@ -1149,6 +1149,29 @@ mod tests {
     use burn::tensor::Tensor;
     use rand::SeedableRng;
 
+    /// A decoder's side comes from its config; the super-resolution chain after it always ends
+    /// at 128 (32 -> 64 -> 128, or 64 -> 128), and other sides are refused.
+    #[test]
+    fn decoder_side_selects_the_super_resolution_chain() {
+        let mut config: UNet2DConditionConfig =
+            serde_json::from_str(DECODER_CONFIG).expect("embedded decoder config");
+        assert_eq!(decoder_side(&config).expect("32"), BASE);
+        assert_eq!(super_res_chain(BASE).expect("chain"), ["sr1", "sr2"]);
+        config.sample_size = Some(unclip_decoder::config::SampleSize::Square(64));
+        assert_eq!(decoder_side(&config).expect("64"), 64);
+        assert_eq!(super_res_chain(64).expect("chain"), ["sr2"]);
+        // Each chain doubles the side up to 128 (sr1: 32 -> 64, sr2: 64 -> 128).
+        for side in [32u32, 64] {
+            let n = super_res_chain(side).expect("chain").len() as u32;
+            assert_eq!(side << n, 128);
+        }
+        assert!(super_res_chain(48).is_err());
+        config.sample_size = Some(unclip_decoder::config::SampleSize::Rect([32, 64]));
+        assert!(decoder_side(&config).is_err());
+        config.sample_size = None;
+        assert!(decoder_side(&config).is_err());
+    }
+
     #[test]
     fn sr1_augmentations_are_valid_and_only_blur_noise_adds_noise() {
         let device = Device::flex();
