@@ -29,7 +29,7 @@ pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
 pub use sampling::{
-    DecoderRequest, GuidedDecoder, LowNoiseExpert, StepInfo, TextConditioning, no_progress,
+    DecoderRequest, GuidedDecoder, InitImage, LowNoiseExpert, StepInfo, TextConditioning, no_progress,
     sample_decoder, sample_decoder_with_expert,
 };
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};

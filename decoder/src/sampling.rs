@@ -82,6 +82,30 @@ pub struct DecoderRequest {
     /// The reverse update: Karlo's ancestral step ([`Sampler::Ancestral`], the pipelines'
     /// default) or DDIM.
     pub sampler: Sampler,
+    /// Image-to-image (SDEdit): start from an image noised part of the way instead of from
+    /// `x_T`. `None` (the pipelines'): sample from noise. Exclusive with `latents`.
+    pub init_image: Option<InitImage>,
+}
+
+/// The start of an image-to-image decoder call (SDEdit, as diffusers' img2img pipelines do it):
+/// the image is noised to the timestep of the last `ceil(strength * num_inference_steps)`
+/// steps' first one, and only those steps are run. Strength 1 runs every step from the image
+/// noised to the first timestep (almost pure noise); small strengths keep the image's layout.
+///
+/// ```
+/// # use burn::tensor::{Device, Tensor};
+/// use unclip_decoder::InitImage;
+/// # let device = Device::flex();
+/// # let image = Tensor::<4>::zeros([1, 3, 32, 32], &device);
+/// // Keep the picture's layout, let the decoder redraw the last 40% of the steps.
+/// let start = InitImage { image, strength: 0.4 };
+/// ```
+#[derive(Debug, Clone)]
+pub struct InitImage {
+    /// `[B, C, H, W]` in `[-1, 1]`, the decoder's input layout.
+    pub image: Tensor<4>,
+    /// The fraction of the steps run, in `(0, 1]`.
+    pub strength: f32,
 }
 
 /// What a sampling progress callback sees after each scheduler step (used by
@@ -237,8 +261,9 @@ pub struct LowNoiseExpert<'a> {
 
 /// Runs the decoder stage; returns `image_small [B, C, H, W]` clamped to `[-1, 1]`.
 ///
-/// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given), then one
-/// `[B, C, H, W]` tensor per step except the last.
+/// Noise is drawn from `noise` in diffusers' order: `x_T` first (when not given; with an
+/// [`InitImage`], the noise that takes the image to its start timestep), then one
+/// `[B, C, H, W]` tensor per step run except the last.
 ///
 /// The scheduler's `variance_type` decides the step's variance: `learned_range` uses the UNet's
 /// variance channels (Karlo); `fixed_small_log` uses the posterior variance and ignores them
@@ -277,6 +302,7 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
         num_inference_steps,
         latents,
         sampler,
+        init_image,
     } = request;
     let device = image_embeddings.device();
     let b = image_embeddings.dims()[0];
@@ -315,9 +341,45 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
     )?;
 
     scheduler.set_timesteps(num_inference_steps)?;
-    let latents = match latents {
-        Some(x) => x,
-        None => {
+    let mut pairs = scheduler.timestep_pairs();
+    let latents = match (latents, init_image) {
+        (Some(_), Some(_)) => {
+            return Err(DecoderError::InvalidArgument {
+                name: "init_image".into(),
+                message: "give either latents (x_T) or an init image, not both".into(),
+            });
+        }
+        (Some(x), None) => x,
+        (None, Some(InitImage { image, strength })) => {
+            if !(strength > 0.0 && strength <= 1.0) {
+                return Err(DecoderError::InvalidArgument {
+                    name: "init_image.strength".into(),
+                    message: format!("{strength}: expected a value in (0, 1]"),
+                });
+            }
+            let dims = image.dims();
+            if dims[0] != b || dims[1] != c {
+                return Err(DecoderError::shape(
+                    "init_image.image",
+                    format!("[{b}, {c}, H, W]"),
+                    &dims,
+                ));
+            }
+            // Run the last ceil(strength * n) steps (at least one) from the image noised to
+            // the first of them.
+            let n = pairs.len();
+            let run = ((strength * n as f32).ceil() as usize).clamp(1, n);
+            pairs.drain(..n - run);
+            let t0 = pairs[0].0;
+            let eps = unclip_diffusion::randn(noise, dims, &device)
+                .map_err(unclip_diffusion::DiffusionError::from)?;
+            // x_{t0} = sqrt(a) x_0 + sqrt(1 - a) eps; divided by init_noise_sigma (1 for
+            // UnCLIPScheduler) because the loop below multiplies by it.
+            scheduler
+                .add_noise(image, eps, &vec![t0; b])?
+                .div_scalar(scheduler.init_noise_sigma())
+        }
+        (None, None) => {
             let [h, w] = unet.config.sample_size.map(|s| s.hw()).ok_or_else(|| {
                 DecoderError::InvalidArgument {
                     name: "latents".into(),
@@ -338,7 +400,6 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
         ));
     }
     let mut x = latents * scheduler.init_noise_sigma();
-    let pairs = scheduler.timestep_pairs();
     let total = pairs.len();
     let fixed = scheduler.config().variance_type == VarianceType::FixedSmallLog;
     let main_learns_variance = unet.config.out_channels == 2 * c;

@@ -3,7 +3,7 @@
 
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_decoder::{
-    DecoderError, DecoderRequest, LowNoiseExpert, TextConditioning, UNet2DConditionModel,
+    DecoderError, DecoderRequest, InitImage, LowNoiseExpert, TextConditioning, UNet2DConditionModel,
     UnCLIPTextProjModel, no_progress, sample_decoder, sample_decoder_with_expert,
 };
 use unclip_diffusion::{ReplayNoise, Sampler, UnCLIPScheduler};
@@ -67,6 +67,7 @@ fn unguided_request(io: &Io, device: &Device, steps: usize) -> DecoderRequest {
         num_inference_steps: steps,
         latents: None,
         sampler: Sampler::Ancestral,
+        init_image: None,
     }
 }
 
@@ -126,6 +127,7 @@ fn e2e_decoder_stage_reproduces_image_small() {
         num_inference_steps: steps,
         latents: Some(io.get("e2e.decoder_latents").float(&device)),
         sampler: Sampler::Ancestral,
+        init_image: None,
     };
     let image_small = sample_decoder(
         &unet,
@@ -475,5 +477,163 @@ fn low_noise_expert_takes_the_steps_below_its_switch() {
     assert!(
         matches!(r, Err(DecoderError::InvalidArgument { ref name, .. }) if name == "expert"),
         "{r:?}"
+    );
+}
+
+/// Image-to-image starts: at strength 1 the call is the from-`x_T` call whose `x_T` is the image
+/// noised to the first timestep with the first noise draw (same noise afterwards, same result);
+/// at the smallest strength only the last step runs and the result stays near the image, far
+/// from a sample drawn from noise; bad strengths, a wrong image shape and latents given with an
+/// init image are typed errors.
+#[test]
+fn init_image_starts_the_reverse_process_part_of_the_way() {
+    use unclip_diffusion::{NoiseSource, SeededNoise};
+    let device = test_device();
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    let steps = 8;
+    let base = unguided_request(&io, &device, steps);
+    let [b, _] = base.image_embeddings.dims();
+    let [h, w] = unet.config.sample_size.expect("sample_size").hw();
+    let c = unet.in_channels();
+    // A smooth image in [-1, 1]: a diagonal ramp.
+    let ramp: Vec<f32> = (0..b * c * h * w)
+        .map(|i| {
+            let (y, x) = ((i / w) % h, i % w);
+            (x + y) as f32 / (h + w - 2) as f32 * 1.6 - 0.8
+        })
+        .collect();
+    let image = Tensor::<4>::from_data(burn::tensor::TensorData::new(ramp, [b, c, h, w]), &device);
+    let run = |scheduler: &mut UnCLIPScheduler, request: DecoderRequest, seed: u64| {
+        sample_decoder(
+            &unet,
+            &text_proj,
+            scheduler,
+            request,
+            &mut SeededNoise::new(seed),
+            &mut no_progress,
+        )
+    };
+
+    // Strength 1: every step, from the image noised to the first timestep.
+    let full = run(
+        &mut scheduler,
+        DecoderRequest {
+            init_image: Some(InitImage {
+                image: image.clone(),
+                strength: 1.0,
+            }),
+            ..base.clone()
+        },
+        5,
+    )
+    .expect("strength 1");
+    scheduler.set_timesteps(steps).expect("timesteps");
+    let t0 = scheduler.timestep_pairs()[0].0;
+    let mut noise = SeededNoise::new(5);
+    let eps = noise.randn([b, c, h, w], &device).expect("noise");
+    let x_t0 = scheduler
+        .add_noise(image.clone(), eps, &vec![t0; b])
+        .expect("add_noise");
+    let manual = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        DecoderRequest {
+            latents: Some(x_t0),
+            ..base.clone()
+        },
+        &mut noise,
+        &mut no_progress,
+    )
+    .expect("from x_t0");
+    let diff = max_abs_diff(full, manual);
+    assert!(diff < 1e-5, "strength 1 differs from the manual start by {diff}");
+
+    // The smallest strength: one step, from the image barely noised.
+    let mut seen = Vec::new();
+    let one = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler,
+        DecoderRequest {
+            init_image: Some(InitImage {
+                image: image.clone(),
+                strength: 1e-3,
+            }),
+            ..base.clone()
+        },
+        &mut SeededNoise::new(6),
+        &mut |info: &unclip_decoder::StepInfo<'_>| {
+            seen.push((info.index, info.total, info.timestep));
+            std::ops::ControlFlow::Continue(())
+        },
+    )
+    .expect("strength 1e-3");
+    let last = scheduler.timestep_pairs().last().expect("a step").0;
+    assert_eq!(seen, vec![(0, 1, last)]);
+    let near = max_abs_diff(one, image.clone());
+    let from_noise = max_abs_diff(
+        run(&mut scheduler, base.clone(), 6).expect("from noise"),
+        image.clone(),
+    );
+    assert!(
+        near < 0.1 && from_noise > 0.5,
+        "one step from the image: {near} from it; a sample from noise: {from_noise}"
+    );
+
+    // Errors.
+    for strength in [0.0, -0.5, 1.5, f32::NAN] {
+        let err = run(
+            &mut scheduler,
+            DecoderRequest {
+                init_image: Some(InitImage {
+                    image: image.clone(),
+                    strength,
+                }),
+                ..base.clone()
+            },
+            1,
+        )
+        .expect_err("bad strength");
+        assert!(
+            matches!(&err, DecoderError::InvalidArgument { name, .. } if name == "init_image.strength"),
+            "strength {strength}: {err}"
+        );
+    }
+    let err = run(
+        &mut scheduler,
+        DecoderRequest {
+            init_image: Some(InitImage {
+                image: image.clone().narrow(1, 0, 1),
+                strength: 0.5,
+            }),
+            ..base.clone()
+        },
+        1,
+    )
+    .expect_err("one channel");
+    assert!(err.to_string().contains("init_image.image"), "{err}");
+    let err = run(
+        &mut scheduler,
+        DecoderRequest {
+            init_image: Some(InitImage {
+                image: image.clone(),
+                strength: 0.5,
+            }),
+            latents: Some(image),
+            ..base
+        },
+        1,
+    )
+    .expect_err("latents and init image");
+    assert!(
+        matches!(&err, DecoderError::InvalidArgument { name, .. } if name == "init_image"),
+        "{err}"
     );
 }

@@ -1005,6 +1005,7 @@ impl UnclipPipeline {
                 num_inference_steps: self.settings.decoder_steps,
                 latents: decoder_latents,
                 sampler: self.settings.decoder_sampler,
+                init_image: None,
             },
             noise,
             &mut |s| {

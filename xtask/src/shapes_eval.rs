@@ -589,6 +589,16 @@ pub struct EvalDecoderArgs {
     /// The timestep below which `--expert-run`'s decoder takes over.
     #[arg(long, default_value_t = 400)]
     pub expert_below: usize,
+    /// Image-to-image (SDEdit, `unclip_decoder::InitImage`): start from the renders noised to
+    /// the last `ceil(S * steps)` steps instead of from noise. Tells whether the decoder keeps
+    /// (or, with `--sdedit-swap`, redraws) an outline present in x_t at that noise level.
+    #[arg(long)]
+    pub sdedit_strength: Option<f32>,
+    /// With `--sdedit-strength`: condition on the same scenes with the next shape (circle ->
+    /// square -> triangle -> circle) and score against them: can the decoder turn the render's
+    /// outline into the conditioning's from that noise level?
+    #[arg(long)]
+    pub sdedit_swap: bool,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -604,6 +614,9 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         DecoderRequest, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel,
     };
     use unclip_diffusion::{NoiseSource, SeededNoise, TrainingObjective, UnCLIPScheduler};
+    if args.sdedit_swap && args.sdedit_strength.is_none() {
+        return Err("--sdedit-swap needs --sdedit-strength".into());
+    }
     let device = Device::flex();
     let tok = unclip_tokenizer::ClipTokenizer::from_dir("models/shapes/tokenizer")?;
     let (text, vision) =
@@ -884,6 +897,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         }
         None => None,
     };
+    let swap = args.sdedit_swap;
     let mut scheduler = UnCLIPScheduler::new(sc);
     let out = unclip_decoder::sample_decoder_with_expert(
         &unet,
@@ -897,11 +911,19 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             }),
         &mut scheduler,
         DecoderRequest {
-            image_embeddings: img_emb,
-            text: TextConditioning {
-                prompt_embeds: e,
-                hidden_states: h,
-                mask: m,
+            image_embeddings: if swap { swapped_emb } else { img_emb },
+            text: if swap {
+                TextConditioning {
+                    prompt_embeds: se,
+                    hidden_states: sh,
+                    mask: smk,
+                }
+            } else {
+                TextConditioning {
+                    prompt_embeds: e,
+                    hidden_states: h,
+                    mask: m,
+                }
             },
             uncond_text: (args.guidance > 1.0).then_some(TextConditioning {
                 prompt_embeds: ue,
@@ -912,6 +934,12 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             num_inference_steps: args.steps,
             latents: None,
             sampler: args.sampler,
+            init_image: args
+                .sdedit_strength
+                .map(|strength| unclip_decoder::InitImage {
+                    image: target.clone(),
+                    strength,
+                }),
         },
         &mut SeededNoise::new(3),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
@@ -925,10 +953,15 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     )?;
     let imgs = unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(out))?;
     let mut tally = Tally::default();
-    for (img, ex) in imgs.iter().zip(&examples) {
+    for (img, ex) in imgs.iter().zip(if swap { &swapped } else { &examples }) {
         tally.add(&oracle::score(img, &ex.attributes()));
     }
-    println!("{}", tally.row("reconstruction"));
+    let label = match (args.sdedit_strength, swap) {
+        (None, _) => "reconstruction".to_string(),
+        (Some(s), false) => format!("sdedit {s}"),
+        (Some(s), true) => format!("sdedit {s}, shape swapped"),
+    };
+    println!("{}", tally.row(&label));
     if let Some(p) = &args.sheet {
         let mut tiles = renders;
         tiles.extend(imgs);
