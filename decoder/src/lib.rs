@@ -29,8 +29,8 @@ pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
 pub use sampling::{
-    DecoderRequest, GuidedDecoder, InitImage, LowNoiseExpert, StepInfo, TextConditioning, no_progress,
-    sample_decoder, sample_decoder_with_expert,
+    DecoderRequest, GuidedDecoder, InitImage, LowNoiseExpert, StepInfo, TextConditioning,
+    no_progress, sample_decoder, sample_decoder_with_expert,
 };
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};
 pub use train::{DecoderBatch, DecoderModels, DecoderTrainConfig, DecoderTrainer, StepLosses};

@@ -342,14 +342,29 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
 
     scheduler.set_timesteps(num_inference_steps)?;
     let mut pairs = scheduler.timestep_pairs();
-    let latents = match (latents, init_image) {
+    // A given start tensor must have the batch's rows and the UNet's channels.
+    let check_rows = |name: &str, dims: [usize; 4]| -> Result<(), DecoderError> {
+        if dims[0] != b || dims[1] != c {
+            return Err(DecoderError::shape(
+                name,
+                format!("[{b}, {c}, H, W]"),
+                &dims,
+            ));
+        }
+        Ok(())
+    };
+    // The sample the first step denoises, `[B, C, H, W]`.
+    let mut x = match (latents, init_image) {
         (Some(_), Some(_)) => {
             return Err(DecoderError::InvalidArgument {
                 name: "init_image".into(),
                 message: "give either latents (x_T) or an init image, not both".into(),
             });
         }
-        (Some(x), None) => x,
+        (Some(x_t), None) => {
+            check_rows("latents", x_t.dims())?;
+            x_t * scheduler.init_noise_sigma()
+        }
         (None, Some(InitImage { image, strength })) => {
             if !(strength > 0.0 && strength <= 1.0) {
                 return Err(DecoderError::InvalidArgument {
@@ -357,27 +372,16 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
                     message: format!("{strength}: expected a value in (0, 1]"),
                 });
             }
-            let dims = image.dims();
-            if dims[0] != b || dims[1] != c {
-                return Err(DecoderError::shape(
-                    "init_image.image",
-                    format!("[{b}, {c}, H, W]"),
-                    &dims,
-                ));
-            }
+            check_rows("init_image.image", image.dims())?;
             // Run the last ceil(strength * n) steps (at least one) from the image noised to
-            // the first of them.
+            // the first of them: x_{t0} = sqrt(a) x_0 + sqrt(1 - a) eps.
             let n = pairs.len();
             let run = ((strength * n as f32).ceil() as usize).clamp(1, n);
             pairs.drain(..n - run);
             let t0 = pairs[0].0;
-            let eps = unclip_diffusion::randn(noise, dims, &device)
+            let eps = unclip_diffusion::randn(noise, image.dims(), &device)
                 .map_err(unclip_diffusion::DiffusionError::from)?;
-            // x_{t0} = sqrt(a) x_0 + sqrt(1 - a) eps; divided by init_noise_sigma (1 for
-            // UnCLIPScheduler) because the loop below multiplies by it.
-            scheduler
-                .add_noise(image, eps, &vec![t0; b])?
-                .div_scalar(scheduler.init_noise_sigma())
+            scheduler.add_noise(image, eps, &vec![t0; b])?
         }
         (None, None) => {
             let [h, w] = unet.config.sample_size.map(|s| s.hw()).ok_or_else(|| {
@@ -389,17 +393,9 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
             })?;
             unclip_diffusion::randn(noise, [b, c, h, w], &device)
                 .map_err(unclip_diffusion::DiffusionError::from)?
+                * scheduler.init_noise_sigma()
         }
     };
-    let dims = latents.dims();
-    if dims[0] != b || dims[1] != c {
-        return Err(DecoderError::shape(
-            "latents",
-            format!("[{b}, {c}, H, W]"),
-            &dims,
-        ));
-    }
-    let mut x = latents * scheduler.init_noise_sigma();
     let total = pairs.len();
     let fixed = scheduler.config().variance_type == VarianceType::FixedSmallLog;
     let main_learns_variance = unet.config.out_channels == 2 * c;

@@ -3,8 +3,9 @@
 
 use burn::tensor::{Bool, Device, Tensor};
 use unclip_decoder::{
-    DecoderError, DecoderRequest, InitImage, LowNoiseExpert, TextConditioning, UNet2DConditionModel,
-    UnCLIPTextProjModel, no_progress, sample_decoder, sample_decoder_with_expert,
+    DecoderError, DecoderRequest, InitImage, LowNoiseExpert, TextConditioning,
+    UNet2DConditionModel, UnCLIPTextProjModel, no_progress, sample_decoder,
+    sample_decoder_with_expert,
 };
 use unclip_diffusion::{ReplayNoise, Sampler, UnCLIPScheduler};
 use unclip_testkit::{HostTensor, Io, assert_close, fixture_dir, read_json, test_device};
@@ -509,6 +510,11 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
         })
         .collect();
     let image = Tensor::<4>::from_data(burn::tensor::TensorData::new(ramp, [b, c, h, w]), &device);
+    // The base request started from `image` at `strength`.
+    let start = |image: Tensor<4>, strength: f32| DecoderRequest {
+        init_image: Some(InitImage { image, strength }),
+        ..base.clone()
+    };
     let run = |scheduler: &mut UnCLIPScheduler, request: DecoderRequest, seed: u64| {
         sample_decoder(
             &unet,
@@ -521,18 +527,7 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
     };
 
     // Strength 1: every step, from the image noised to the first timestep.
-    let full = run(
-        &mut scheduler,
-        DecoderRequest {
-            init_image: Some(InitImage {
-                image: image.clone(),
-                strength: 1.0,
-            }),
-            ..base.clone()
-        },
-        5,
-    )
-    .expect("strength 1");
+    let full = run(&mut scheduler, start(image.clone(), 1.0), 5).expect("strength 1");
     scheduler.set_timesteps(steps).expect("timesteps");
     let t0 = scheduler.timestep_pairs()[0].0;
     let mut noise = SeededNoise::new(5);
@@ -553,7 +548,10 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
     )
     .expect("from x_t0");
     let diff = max_abs_diff(full, manual);
-    assert!(diff < 1e-5, "strength 1 differs from the manual start by {diff}");
+    assert!(
+        diff < 1e-5,
+        "strength 1 differs from the manual start by {diff}"
+    );
 
     // The smallest strength: one step, from the image barely noised.
     let mut seen = Vec::new();
@@ -561,13 +559,7 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
         &unet,
         &text_proj,
         &mut scheduler,
-        DecoderRequest {
-            init_image: Some(InitImage {
-                image: image.clone(),
-                strength: 1e-3,
-            }),
-            ..base.clone()
-        },
+        start(image.clone(), 1e-3),
         &mut SeededNoise::new(6),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
             seen.push((info.index, info.total, info.timestep));
@@ -589,35 +581,14 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
 
     // Errors.
     for strength in [0.0, -0.5, 1.5, f32::NAN] {
-        let err = run(
-            &mut scheduler,
-            DecoderRequest {
-                init_image: Some(InitImage {
-                    image: image.clone(),
-                    strength,
-                }),
-                ..base.clone()
-            },
-            1,
-        )
-        .expect_err("bad strength");
+        let err = run(&mut scheduler, start(image.clone(), strength), 1).expect_err("bad strength");
         assert!(
             matches!(&err, DecoderError::InvalidArgument { name, .. } if name == "init_image.strength"),
             "strength {strength}: {err}"
         );
     }
-    let err = run(
-        &mut scheduler,
-        DecoderRequest {
-            init_image: Some(InitImage {
-                image: image.clone().narrow(1, 0, 1),
-                strength: 0.5,
-            }),
-            ..base.clone()
-        },
-        1,
-    )
-    .expect_err("one channel");
+    let err =
+        run(&mut scheduler, start(image.clone().narrow(1, 0, 1), 0.5), 1).expect_err("one channel");
     assert!(err.to_string().contains("init_image.image"), "{err}");
     let err = run(
         &mut scheduler,

@@ -919,14 +919,13 @@ pub fn super_res_scheduler(train: &SuperResTrainConfig) -> SchedulerConfig {
 ///
 /// `decoder_variance` replaces the decoder's trained variance type: `fixed_small_log` samples a
 /// learned-variance decoder with the posterior variance (its variance channels are ignored).
+///
+/// `super_res`: the run's super-resolution stages in pipeline order ([`super_res_chain`]).
 pub fn scheduler_configs(
     run: &Path,
     decoder_variance: VarianceType,
+    super_res: &[&str],
 ) -> Result<Vec<(&'static str, SchedulerConfig)>, Error> {
-    let side = decoder_side(&unclip_nn::read_json(
-        run.join("decoder/decoder/config.json"),
-    )?)?;
-    let chain = super_res_chain(side)?;
     let prior: unclip_prior::train::TrainerState =
         unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
     let decoder: unclip_decoder::train::DecoderTrainerState =
@@ -956,7 +955,7 @@ pub fn scheduler_configs(
     ]
     .into_iter()
     .chain(
-        chain
+        super_res
             .iter()
             .zip(["super_res_scheduler", "super_res_2_scheduler"])
             .map(|(stage, name)| Ok((name, sr(stage)?)))
@@ -1099,7 +1098,7 @@ pub fn export(args: &ExportArgs) -> Result<(), Error> {
             }
         }
     }
-    for (name, sc) in scheduler_configs(&args.run, args.decoder_variance)? {
+    for (name, sc) in scheduler_configs(&args.run, args.decoder_variance, chain)? {
         let mut v = serde_json::to_value(&sc)?;
         if let Some(m) = v.as_object_mut() {
             m.insert("_class_name".into(), "UnCLIPScheduler".into());

@@ -692,10 +692,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let (ue, uh, um) =
         crate::shapes::encode_text(&tok, &text, &vec![String::new(); examples.len()], &device)?;
     // The renders, the top row of every contact sheet.
-    let renders: Vec<RgbImage> = examples
-        .iter()
-        .map(|e| e.scene.render(side))
-        .collect();
+    let renders: Vec<RgbImage> = examples.iter().map(|e| e.scene.render(side)).collect();
     let n = examples.len();
     // [B, 1, S, S]: 1 on the shape's pixels (where the render differs from its background).
     let bg = Tensor::<1>::from_floats(
@@ -898,6 +895,8 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         None => None,
     };
     let swap = args.sdedit_swap;
+    // What the samples are compared with: the renders, or their shape-swapped twins.
+    let goal = if swap { &swapped_target } else { &target };
     let mut scheduler = UnCLIPScheduler::new(sc);
     let out = unclip_decoder::sample_decoder_with_expert(
         &unet,
@@ -943,7 +942,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         },
         &mut SeededNoise::new(3),
         &mut |info: &unclip_decoder::StepInfo<'_>| {
-            let x0 = mse(info.pred_original.clone(), target.clone());
+            let x0 = mse(info.pred_original.clone(), goal.clone());
             println!(
                 "step {} t={}: x0-pred MSE {x0:.4}",
                 info.index, info.timestep
