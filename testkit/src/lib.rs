@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
+pub mod grad;
 mod write;
 pub use write::{StoreDtype, bin_copy_of, copy_model_dir_with, temp_dir, write_safetensors};
 mod torch_bin;
