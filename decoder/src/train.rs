@@ -454,6 +454,45 @@ impl DecoderTrainer {
         )
     }
 
+    /// Continues a run from weights alone, at step `step` (an exported model folder keeps the
+    /// EMA weights only, without the online weights or optimiser state: pass the same weights
+    /// as `text_proj`/`unet` and as `ema`). AdamW starts with fresh moments, as on any resume.
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// use unclip_decoder::train::{DecoderTrainConfig, DecoderTrainer};
+    /// use unclip_decoder::{TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
+    /// # fn uncond() -> TextConditioning { unimplemented!() }
+    /// let plain = Device::flex();
+    /// let unet = UNet2DConditionModel::from_pretrained("models/shapes/decoder", &plain)?;
+    /// let text_proj = UnCLIPTextProjModel::from_pretrained("models/shapes/text_proj", &plain)?;
+    /// let ema = Some((text_proj.clone(), unet.clone()));
+    /// let config = DecoderTrainConfig::default();
+    /// let trainer = DecoderTrainer::continue_from(
+    ///     text_proj, unet, ema, uncond(), config, 13200, &plain.autodiff(),
+    /// )?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn continue_from(
+        text_proj: UnCLIPTextProjModel,
+        unet: UNet2DConditionModel,
+        ema: Option<(UnCLIPTextProjModel, UNet2DConditionModel)>,
+        uncond: TextConditioning,
+        config: DecoderTrainConfig,
+        step: u64,
+        device: &Device,
+    ) -> Result<Self, DecoderError> {
+        let ema = ema.map(|(text_proj, unet)| DecoderModels { text_proj, unet });
+        Self::with_step(
+            DecoderModels { text_proj, unet },
+            ema,
+            uncond,
+            config,
+            step,
+            device,
+        )
+    }
+
     fn with_step(
         models: DecoderModels,
         ema: Option<DecoderModels>,

@@ -184,6 +184,9 @@ mod tests {
             y.clone().tanh().sum() + y.detach().mul_scalar(3.0).sum()
         };
         let checks = check_parameters(&lin, loss, 1e-2, 1);
-        assert!(checks.iter().all(|c| c.relative_error(1e-3) > 0.5), "{checks:?}");
+        assert!(
+            checks.iter().all(|c| c.relative_error(1e-3) > 0.5),
+            "{checks:?}"
+        );
     }
 }

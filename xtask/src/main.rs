@@ -80,6 +80,8 @@ enum Task {
     TrainShapes(shapes::TrainArgs),
     /// Assemble a `train-shapes` run into a diffusers folder.
     ExportShapes(shapes::ExportArgs),
+    /// Rebuild a resumable run folder from an exported one (the committed model on a fresh machine).
+    ImportShapes(shapes::ImportArgs),
     /// Measure a shapes model through the pipeline (oracle fidelity, variations, interpolation).
     EvalShapes(shapes_eval::EvalArgs),
     /// Measure a crop-trained super-resolution stage of a shapes run on full images.
@@ -111,6 +113,7 @@ fn main() {
         Task::BenchPrior(o) => bench_model(Model::Prior, &o),
         Task::TrainShapes(a) => exit_on_error(shapes::train(&a)),
         Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
+        Task::ImportShapes(a) => exit_on_error(shapes::import(&a)),
         Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
         Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
         Task::EvalDecoder(a) => exit_on_error(shapes_eval::eval_decoder(&a)),

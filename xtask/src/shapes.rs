@@ -24,8 +24,9 @@ use burn::module::{Module, Param};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use indicatif::{ProgressBar, ProgressStyle};
 use unclip_clip::{
-    ClipBatch, ClipConfig, ClipImageProcessor, ClipModel, ClipTextModelWithProjection, ClipTrainer,
-    ClipVisionModelWithProjection, Rgb8, l2_normalize,
+    ClipBatch, ClipConfig, ClipImageProcessor, ClipModel, ClipTextConfig,
+    ClipTextModelWithProjection, ClipTrainer, ClipVisionConfig, ClipVisionModelWithProjection,
+    Rgb8, l2_normalize,
 };
 use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
 use unclip_decoder::{
@@ -926,25 +927,47 @@ pub fn scheduler_configs(
     decoder_variance: VarianceType,
     super_res: &[&str],
 ) -> Result<Vec<(&'static str, SchedulerConfig)>, Error> {
-    let prior: unclip_prior::train::TrainerState =
-        unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
+    // A stage imported from an exported folder (`import-shapes`) has no trainer state: its
+    // scheduler config was copied beside its weights and is used as it is.
+    let imported = |stage: &str| -> Result<Option<SchedulerConfig>, Error> {
+        let dir = run.join(stage);
+        if dir.join("trainer_state.json").is_file() {
+            return Ok(None);
+        }
+        let path = dir.join(IMPORTED_SCHEDULER);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            format!(
+                "{}: neither trainer_state.json nor {IMPORTED_SCHEDULER} ({e})",
+                dir.display()
+            )
+        })?;
+        Ok(Some(SchedulerConfig::from_json_str(&text)?))
+    };
+    let prior = match imported("prior")? {
+        Some(c) => c,
+        None => {
+            let st: unclip_prior::train::TrainerState =
+                unclip_nn::read_json(run.join("prior").join("trainer_state.json"))?;
+            SchedulerConfig {
+                clip_sample: true,
+                clip_sample_range: 5.0,
+                variance_type: VarianceType::FixedSmallLog,
+                ..PriorTrainer::scheduler_config(&st.train)
+            }
+        }
+    };
     let decoder: unclip_decoder::train::DecoderTrainerState =
         unclip_nn::read_json(run.join("decoder").join("trainer_state.json"))?;
     let sr = |name: &str| -> Result<SchedulerConfig, Error> {
+        if let Some(c) = imported(name)? {
+            return Ok(c);
+        }
         let st: unclip_upsampler::train::SuperResTrainerState =
             unclip_nn::read_json(run.join(name).join("trainer_state.json"))?;
         Ok(super_res_scheduler(&st.train))
     };
     Ok([
-        (
-            "prior_scheduler",
-            SchedulerConfig {
-                clip_sample: true,
-                clip_sample_range: 5.0,
-                variance_type: VarianceType::FixedSmallLog,
-                ..PriorTrainer::scheduler_config(&prior.train)
-            },
-        ),
+        ("prior_scheduler", prior),
         (
             "decoder_scheduler",
             SchedulerConfig {
@@ -1148,6 +1171,76 @@ mod tests {
     use burn::tensor::Tensor;
     use rand::SeedableRng;
 
+    /// `import-shapes` then `export-shapes` gives back the committed folder's weights and
+    /// scheduler configs byte for byte (the CLIP towers pass through the rebuilt `CLIPModel`),
+    /// the imported decoder run resumes at its step with the folder's weights, and importing
+    /// twice into one run is refused.
+    #[test]
+    fn an_imported_model_resumes_and_exports_unchanged() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let model = root.join("models/shapes");
+        let tmp = std::env::temp_dir().join(format!("unclip-import-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let args = ImportArgs {
+            model: model.clone(),
+            run: tmp.join("run"),
+            decoder_step: 777,
+            decoder_side: None,
+            decoder_learning_rate: 1e-4,
+        };
+        import(&args).expect("import");
+        assert!(import(&args).is_err(), "a second import into the same run");
+        export(&ExportArgs {
+            run: tmp.join("run"),
+            tokenizer: model.join("tokenizer"),
+            out: tmp.join("out"),
+            decoder_steps: 250,
+            decoder_guidance: 3.0,
+            decoder_variance: VarianceType::FixedSmallLog,
+            decoder_sampler: unclip::Sampler::Ancestral,
+            decoder_candidates: 1,
+            prior_guidance: 2.0,
+        })
+        .expect("export");
+        let mut compared = 0;
+        for dir in std::fs::read_dir(&model).expect("model folder") {
+            let dir = dir.expect("entry").path();
+            if !dir.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&dir).expect("component") {
+                let f = f.expect("file").path();
+                let rel = f.strip_prefix(&model).expect("prefix");
+                let a = std::fs::read(&f).expect("committed file");
+                let b = std::fs::read(tmp.join("out").join(rel))
+                    .unwrap_or_else(|e| panic!("{} not exported: {e}", rel.display()));
+                assert!(a == b, "{} differs after import + export", rel.display());
+                compared += 1;
+            }
+        }
+        assert!(compared >= 20, "only {compared} files compared");
+        let plain = Device::flex();
+        let state: unclip_decoder::train::DecoderTrainerState =
+            unclip_nn::read_json(tmp.join("run/decoder/trainer_state.json")).expect("state");
+        assert_eq!(state.step, 777);
+        assert_eq!(state.train.learning_rate, 1e-4);
+        let online =
+            UNet2DConditionModel::from_pretrained(tmp.join("run/decoder/online/decoder"), &plain)
+                .expect("online weights");
+        let committed = UNet2DConditionModel::from_pretrained(model.join("decoder"), &plain)
+            .expect("committed weights");
+        let w = |m: &UNet2DConditionModel| {
+            m.conv_out
+                .weight
+                .val()
+                .into_data()
+                .to_vec::<f32>()
+                .expect("f32")
+        };
+        assert_eq!(w(&online), w(&committed));
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
     /// A decoder's side comes from its config; the super-resolution chain after it always ends
     /// at 128 (32 -> 64 -> 128, or 64 -> 128), and other sides are refused.
     #[test]
@@ -1241,4 +1334,167 @@ mod tests {
             assert_eq!(map, &v[first * s * s..(first + 1) * s * s], "image {i}");
         }
     }
+}
+
+/// The file name under which `import-shapes` keeps an imported stage's scheduler config.
+const IMPORTED_SCHEDULER: &str = "imported_scheduler_config.json";
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// The exported diffusers folder (the committed default model unless given).
+    #[arg(long, default_value = "models/shapes")]
+    pub model: PathBuf,
+    /// The run folder to write (must not have a `clip/` or `decoder/` yet).
+    #[arg(long)]
+    pub run: PathBuf,
+    /// The step count the folder's decoder was trained to (the committed one: 13200); the
+    /// continued run counts on from it.
+    #[arg(long, default_value_t = 13200)]
+    pub decoder_step: u64,
+    /// The decoder's side in the continued run (default: the folder's `sample_size`); a larger
+    /// side continues the same weights at a higher base resolution (the UNet is convolutional,
+    /// its attention over tokens).
+    #[arg(long)]
+    pub decoder_side: Option<u32>,
+    /// AdamW learning rate written to the continued run's config (`train-shapes
+    /// --decoder-learning-rate` overrides it per invocation).
+    #[arg(long, default_value_t = 2e-4)]
+    pub decoder_learning_rate: f64,
+}
+
+/// Rebuilds a resumable `train-shapes` run from an exported folder, so a fresh machine (which
+/// has the committed `models/shapes` and no run folders) can continue the decoder or evaluate
+/// it with `eval-decoder`:
+///
+/// - `clip/`: a `CLIPModel` assembled from `text_encoder/` and `image_encoder/` (the export
+///   drops `logit_scale`, so it is written at its initial value: a CLIP run resumed from it would
+///   relearn it; the decoder and prior stages use the towers only);
+/// - `decoder/`: a decoder trainer checkpoint at `--decoder-step` whose online and EMA weights
+///   are both the folder's (EMA) weights, with the folder's scheduler (beta schedule,
+///   prediction type) in its training config;
+/// - `prior/`, and the super-resolution stages under their run names (`sr1`, `sr2`), as
+///   weights and scheduler config only, so `export-shapes` can assemble the run again
+///   (training those stages on it starts them afresh: the folder has no trainer state).
+pub fn import(args: &ImportArgs) -> Result<(), Error> {
+    let (model, run) = (&args.model, &args.run);
+    for stage in ["clip", "decoder"] {
+        if run.join(stage).exists() {
+            return Err(format!(
+                "{} exists: import into a new run folder",
+                run.join(stage).display()
+            )
+            .into());
+        }
+    }
+    let plain = Device::flex();
+    let text = ClipTextModelWithProjection::from_pretrained(model.join("text_encoder"), &plain)?;
+    let vision =
+        ClipVisionModelWithProjection::from_pretrained(model.join("image_encoder"), &plain)?;
+    let cfg = ClipConfig {
+        text_config: ClipTextConfig::from_file(model.join("text_encoder").join("config.json"))?,
+        vision_config: ClipVisionConfig::from_file(
+            model.join("image_encoder").join("config.json"),
+        )?,
+        ..clip_config()
+    };
+    let clip = ClipModel {
+        text_model: text.text_model,
+        vision_model: vision.vision_model,
+        text_projection: text.text_projection,
+        visual_projection: vision.visual_projection,
+        logit_scale: Param::from_tensor(Tensor::<1>::from_floats(
+            [cfg.logit_scale_init_value as f32],
+            &plain,
+        )),
+    };
+    clip.save_pretrained(&cfg, run.join("clip"))?;
+
+    let mut unet = UNet2DConditionModel::from_pretrained(model.join("decoder"), &plain)?;
+    if let Some(side) = args.decoder_side {
+        if side == 0 || side % 4 != 0 {
+            return Err(format!("--decoder-side {side}: expected a positive multiple of 4").into());
+        }
+        unet.config.sample_size = Some(serde_json::from_value(serde_json::json!(side))?);
+    }
+    let side = decoder_side(&unet.config)?;
+    super_res_chain(side)?;
+    let text_proj = UnCLIPTextProjModel::from_pretrained(model.join("text_proj"), &plain)?;
+    let sched = SchedulerConfig::from_json_str(&std::fs::read_to_string(
+        model
+            .join("decoder_scheduler")
+            .join("scheduler_config.json"),
+    )?)?;
+    let schedule = match sched.beta_schedule {
+        unclip_diffusion::BetaSchedule::Linear => TrainSchedule::Linear {
+            beta_start: sched.beta_start,
+            beta_end: sched.beta_end,
+        },
+        unclip_diffusion::BetaSchedule::SquaredcosCapV2 => TrainSchedule::SquaredcosCapV2,
+        other => {
+            return Err(format!("decoder scheduler: no training schedule for {other:?}").into());
+        }
+    };
+    let config = DecoderTrainConfig {
+        learning_rate: args.decoder_learning_rate,
+        ema_decay: Some(0.995),
+        prediction_type: sched.prediction_type,
+        schedule,
+        seed: 5,
+        ..DecoderTrainConfig::default()
+    };
+    let tok = ClipTokenizer::from_dir(model.join("tokenizer"))?;
+    let (ue, uh, um) = encode_text(&tok, &clip_text(&plain, run)?, &[String::new()], &plain)?;
+    let uncond = TextConditioning {
+        prompt_embeds: ue,
+        hidden_states: uh,
+        mask: um,
+    };
+    let ema = Some((text_proj.clone(), unet.clone()));
+    let trainer = DecoderTrainer::continue_from(
+        text_proj,
+        unet,
+        ema,
+        uncond,
+        config,
+        args.decoder_step,
+        &plain.clone().autodiff(),
+    )?;
+    trainer.save_checkpoint(run.join("decoder"))?;
+
+    let weights = ["config.json", "diffusion_pytorch_model.safetensors"];
+    let scheduler = |from: &str, to: &Path| {
+        std::fs::copy(
+            model.join(from).join("scheduler_config.json"),
+            to.join(IMPORTED_SCHEDULER),
+        )
+        .map_err(|e| format!("copying {from}/scheduler_config.json: {e}"))
+    };
+    copy_files(&model.join("prior"), &run.join("prior"), &weights)?;
+    scheduler("prior_scheduler", &run.join("prior"))?;
+    let folders = if model.join("super_res_2").is_dir() {
+        vec![
+            ("super_res_first", "super_res_scheduler"),
+            ("super_res_2", "super_res_2_scheduler"),
+        ]
+    } else {
+        vec![("super_res_first", "super_res_scheduler")]
+    };
+    let from_chain = super_res_chain(decoder_side(&unclip_nn::read_json(
+        model.join("decoder").join("config.json"),
+    )?)?)?;
+    for ((folder, sched), stage) in folders.iter().zip(from_chain) {
+        copy_files(&model.join(folder), &run.join(stage), &weights)?;
+        scheduler(sched, &run.join(stage))?;
+    }
+    println!(
+        "imported {} into {} (decoder at step {}, side {side})",
+        model.display(),
+        run.display(),
+        args.decoder_step
+    );
+    Ok(())
+}
+
+fn clip_text(device: &Device, run: &Path) -> Result<ClipTextModelWithProjection, Error> {
+    Ok(load_clip(run, device)?.0)
 }
