@@ -507,3 +507,87 @@ fn max_timestep_bounds_the_training_timesteps() {
         );
     }
 }
+
+/// Counts the float parameters of a module and those that autodiff tracks.
+struct Tracked {
+    total: usize,
+    tracked: usize,
+}
+
+impl burn::module::ModuleVisitor for Tracked {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+        self.total += 1;
+        if param.val().is_require_grad() {
+            self.tracked += 1;
+        }
+    }
+}
+
+fn tracked(models: &unclip_decoder::train::DecoderModels) -> (usize, usize) {
+    let mut v = Tracked {
+        total: 0,
+        tracked: 0,
+    };
+    models.text_proj.visit(&mut v);
+    models.unet.visit(&mut v);
+    (v.tracked, v.total)
+}
+
+/// Every parameter is trained, whichever way the weights arrived: freshly initialised, loaded
+/// from a diffusers folder (`continue_from`), resumed from a checkpoint, and after weights were
+/// edited with `Param::map` on the plain device (as a target switch does).
+#[test]
+fn every_parameter_is_trained_however_the_weights_arrived() {
+    let device = Device::flex().autodiff();
+    let plain = Device::flex();
+    Device::flex().seed(6);
+    let unet = UNet2DConditionModel::new(&unet_config(), &plain).expect("unet");
+    let text_proj = UnCLIPTextProjModel::new(&text_proj_config(), &plain);
+    let config = DecoderTrainConfig {
+        ema_decay: Some(0.9),
+        ..DecoderTrainConfig::default()
+    };
+    let mut fresh = DecoderTrainer::new(
+        text_proj.clone(),
+        unet.clone(),
+        uncond(&plain),
+        config.clone(),
+        &device,
+    )
+    .expect("trainer");
+    let (t, n) = tracked(&fresh.models);
+    assert_eq!(t, n, "fresh: {t} of {n} parameters tracked");
+    fresh.train_step(&batch(&plain)).expect("step");
+
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("unclip-decoder-tracked-{}", std::process::id())),
+    );
+    fresh.save_checkpoint(&dir.0).expect("save");
+    let resumed = DecoderTrainer::resume(&dir.0, uncond(&plain), &device).expect("resume");
+    let (t, n) = tracked(&resumed.models);
+    assert_eq!(t, n, "resumed: {t} of {n} parameters tracked");
+
+    let loaded_unet =
+        UNet2DConditionModel::from_pretrained(dir.0.join("decoder"), &plain).expect("unet");
+    let loaded_tp =
+        UnCLIPTextProjModel::from_pretrained(dir.0.join("text_proj"), &plain).expect("text_proj");
+    // An edit on the plain device, as `Param::map` makes it.
+    let mut edited_unet = loaded_unet.clone();
+    edited_unet.conv_out.weight = edited_unet.conv_out.weight.map(|w| w.neg());
+    let ema = Some((loaded_tp.clone(), loaded_unet));
+    let continued = DecoderTrainer::continue_from(
+        loaded_tp,
+        edited_unet,
+        ema,
+        uncond(&plain),
+        config,
+        5,
+        &device,
+    )
+    .expect("continue");
+    let (t, n) = tracked(&continued.models);
+    assert_eq!(
+        t, n,
+        "continued after an edit: {t} of {n} parameters tracked"
+    );
+}
