@@ -1173,8 +1173,9 @@ mod tests {
 
     /// `import-shapes` then `export-shapes` gives back the committed folder's weights and
     /// scheduler configs byte for byte (the CLIP towers pass through the rebuilt `CLIPModel`),
-    /// the imported decoder run resumes at its step with the folder's weights, and importing
-    /// twice into one run is refused.
+    /// the imported decoder run resumes at its step with the folder's weights (and a decoder
+    /// checkpoint imported from it at its own step), and importing twice into one run is
+    /// refused.
     #[test]
     fn an_imported_model_resumes_and_exports_unchanged() {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
@@ -1187,8 +1188,20 @@ mod tests {
             decoder_step: 777,
             decoder_side: None,
             decoder_learning_rate: 1e-4,
+            decoder_checkpoint: None,
         };
         import(&args).expect("import");
+        // A run in progress carried over: its decoder checkpoint continues at its own step.
+        import(&ImportArgs {
+            run: tmp.join("run2"),
+            decoder_step: 1,
+            decoder_checkpoint: Some(tmp.join("run/decoder")),
+            ..args.clone()
+        })
+        .expect("import a decoder checkpoint");
+        let carried: unclip_decoder::train::DecoderTrainerState =
+            unclip_nn::read_json(tmp.join("run2/decoder/trainer_state.json")).expect("state");
+        assert_eq!(carried.step, 777);
         assert!(import(&args).is_err(), "a second import into the same run");
         export(&ExportArgs {
             run: tmp.join("run"),
@@ -1360,6 +1373,12 @@ pub struct ImportArgs {
     /// --decoder-learning-rate` overrides it per invocation).
     #[arg(long, default_value_t = 2e-4)]
     pub decoder_learning_rate: f64,
+    /// A decoder trainer checkpoint folder (`trainer_state.json`, `online/`, `decoder/`,
+    /// `text_proj/`, as `train-shapes` writes it) to continue instead of the folder's decoder,
+    /// e.g. a run in progress kept between machines; `--decoder-step`, `--decoder-side` and
+    /// `--decoder-learning-rate` do not apply to it.
+    #[arg(long)]
+    pub decoder_checkpoint: Option<PathBuf>,
 }
 
 /// Rebuilds a resumable `train-shapes` run from an exported folder, so a fresh machine (which
@@ -1409,6 +1428,32 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
     };
     clip.save_pretrained(&cfg, run.join("clip"))?;
 
+    if let Some(ckpt) = &args.decoder_checkpoint {
+        // Checked by loading it the way `train-shapes` will.
+        let tok = ClipTokenizer::from_dir(model.join("tokenizer"))?;
+        let (ue, uh, um) = encode_text(&tok, &clip_text(&plain, run)?, &[String::new()], &plain)?;
+        let uncond = TextConditioning {
+            prompt_embeds: ue,
+            hidden_states: uh,
+            mask: um,
+        };
+        let trainer = DecoderTrainer::resume(ckpt, uncond, &plain.clone().autodiff())
+            .map_err(|e| format!("--decoder-checkpoint {}: {e}", ckpt.display()))?;
+        trainer.save_checkpoint(run.join("decoder"))?;
+        copy_files(ckpt, &run.join("decoder"), &["losses.csv"]).ok();
+        println!(
+            "decoder: continued from {} at step {}",
+            ckpt.display(),
+            trainer.step
+        );
+        return import_other_stages(
+            model,
+            run,
+            decoder_side(&unclip_nn::read_json(
+                model.join("decoder").join("config.json"),
+            )?)?,
+        );
+    }
     let mut unet = UNet2DConditionModel::from_pretrained(model.join("decoder"), &plain)?;
     if let Some(side) = args.decoder_side {
         if side == 0 || side % 4 != 0 {
@@ -1460,7 +1505,25 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
         &plain.clone().autodiff(),
     )?;
     trainer.save_checkpoint(run.join("decoder"))?;
+    import_other_stages(
+        model,
+        run,
+        decoder_side(&unclip_nn::read_json(
+            model.join("decoder").join("config.json"),
+        )?)?,
+    )?;
+    println!(
+        "imported {} into {} (decoder at step {}, side {side})",
+        model.display(),
+        run.display(),
+        args.decoder_step
+    );
+    Ok(())
+}
 
+/// The prior and the super-resolution stages (after a decoder of side `from_side` in the
+/// folder) as weights + scheduler configs under their run names.
+fn import_other_stages(model: &Path, run: &Path, from_side: u32) -> Result<(), Error> {
     let weights = ["config.json", "diffusion_pytorch_model.safetensors"];
     let scheduler = |from: &str, to: &Path| {
         std::fs::copy(
@@ -1479,19 +1542,10 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
     } else {
         vec![("super_res_first", "super_res_scheduler")]
     };
-    let from_chain = super_res_chain(decoder_side(&unclip_nn::read_json(
-        model.join("decoder").join("config.json"),
-    )?)?)?;
-    for ((folder, sched), stage) in folders.iter().zip(from_chain) {
+    for ((folder, sched), stage) in folders.iter().zip(super_res_chain(from_side)?) {
         copy_files(&model.join(folder), &run.join(stage), &weights)?;
         scheduler(sched, &run.join(stage))?;
     }
-    println!(
-        "imported {} into {} (decoder at step {}, side {side})",
-        model.display(),
-        run.display(),
-        args.decoder_step
-    );
     Ok(())
 }
 
