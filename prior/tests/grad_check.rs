@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use unclip_diffusion::{NoiseSource, SeededNoise};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
-use unclip_testkit::grad::check_parameters;
+use unclip_testkit::grad::{assert_agree, check_parameters};
 
 const B: usize = 2;
 
@@ -51,32 +51,5 @@ fn prior_gradients_match_finite_differences() {
     };
     // eps 1e-2 along a unit-norm direction, as in the decoder's check.
     let checks = check_parameters(&model, loss, 1e-2, 9);
-    let mut worst = 0f64;
-    for c in &checks {
-        let r = c.relative_error(1e-2);
-        worst = worst.max(r);
-        if r > 3e-3 {
-            println!(
-                "{:3} {:?}: autodiff {:+.5e}, finite difference {:+.5e}, relative error {r:.2e}",
-                c.index, c.shape, c.analytic, c.numeric
-            );
-        }
-    }
-    println!(
-        "{} parameter tensors, worst relative error {worst:.2e}",
-        checks.len()
-    );
-    assert!(
-        checks.len() > 20,
-        "only {} parameter tensors visited",
-        checks.len()
-    );
-    assert!(
-        checks.iter().filter(|c| c.analytic.abs() > 1e-2).count() > checks.len() / 2,
-        "most gradients are zero: the loss does not reach the parameters"
-    );
-    assert!(
-        worst < 0.1,
-        "a gradient disagrees with its finite difference: {worst:.3}"
-    );
+    assert_agree(&checks, 20, 0.1);
 }

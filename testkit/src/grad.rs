@@ -150,6 +150,41 @@ where
         .collect()
 }
 
+/// Prints the tensors whose relative error (floor 1e-2) exceeds 3e-3 and the worst error, then
+/// asserts that the check means something and passed: more than `min_tensors` tensors were
+/// visited, more than half with a non-negligible directional derivative (`|<g, d>| > 1e-2`),
+/// and every relative error is below `max_relative`.
+pub fn assert_agree(checks: &[ParamCheck], min_tensors: usize, max_relative: f64) {
+    let mut worst = 0f64;
+    for c in checks {
+        let r = c.relative_error(1e-2);
+        worst = worst.max(r);
+        if r > 3e-3 {
+            println!(
+                "{:3} {:?}: autodiff {:+.5e}, finite difference {:+.5e}, relative error {r:.2e}",
+                c.index, c.shape, c.analytic, c.numeric
+            );
+        }
+    }
+    println!(
+        "{} parameter tensors, worst relative error {worst:.2e}",
+        checks.len()
+    );
+    assert!(
+        checks.len() > min_tensors,
+        "only {} parameter tensors visited",
+        checks.len()
+    );
+    assert!(
+        checks.iter().filter(|c| c.analytic.abs() > 1e-2).count() > checks.len() / 2,
+        "most gradients are zero: the loss does not reach the parameters"
+    );
+    assert!(
+        worst < max_relative,
+        "a gradient disagrees with its finite difference: {worst:.3}"
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

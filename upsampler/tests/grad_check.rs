@@ -5,7 +5,7 @@
 
 use burn::tensor::{Device, Tensor};
 use unclip_diffusion::{NoiseSource, SeededNoise};
-use unclip_testkit::grad::check_parameters;
+use unclip_testkit::grad::{assert_agree, check_parameters};
 use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
 const S: usize = 8;
@@ -43,32 +43,5 @@ fn super_res_gradients_match_finite_differences() {
     // eps 1e-2 along a unit-norm direction, as in the decoder's check (its errors there:
     // truncation above, f32 round-off below).
     let checks = check_parameters(&model, loss, 1e-2, 5);
-    let mut worst = 0f64;
-    for c in &checks {
-        let r = c.relative_error(1e-2);
-        worst = worst.max(r);
-        if r > 3e-3 {
-            println!(
-                "{:3} {:?}: autodiff {:+.5e}, finite difference {:+.5e}, relative error {r:.2e}",
-                c.index, c.shape, c.analytic, c.numeric
-            );
-        }
-    }
-    println!(
-        "{} parameter tensors, worst relative error {worst:.2e}",
-        checks.len()
-    );
-    assert!(
-        checks.len() > 40,
-        "only {} parameter tensors visited",
-        checks.len()
-    );
-    assert!(
-        checks.iter().filter(|c| c.analytic.abs() > 1e-2).count() > checks.len() / 2,
-        "most gradients are zero: the loss does not reach the parameters"
-    );
-    assert!(
-        worst < 0.1,
-        "a gradient disagrees with its finite difference: {worst:.3}"
-    );
+    assert_agree(&checks, 40, 0.1);
 }

@@ -669,12 +669,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let device = plain.clone().autodiff();
     let (text, vision) = load_clip(&args.run, &plain)?;
     let processor = ClipImageProcessor::for_size(BASE as usize);
-    let (ue, uh, um) = encode_text(tok, &text, &[String::new()], &plain)?;
-    let uncond = TextConditioning {
-        prompt_embeds: ue,
-        hidden_states: uh,
-        mask: um,
-    };
+    let uncond = empty_prompt(tok, &text, &plain)?;
     let wanted = parse_prediction(&args.decoder_prediction)?;
     let mut trainer = if dir.join("trainer_state.json").is_file() {
         let t = DecoderTrainer::resume(&dir, uncond.clone(), &device)?;
@@ -1431,12 +1426,7 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
     if let Some(ckpt) = &args.decoder_checkpoint {
         // Checked by loading it the way `train-shapes` will.
         let tok = ClipTokenizer::from_dir(model.join("tokenizer"))?;
-        let (ue, uh, um) = encode_text(&tok, &clip_text(&plain, run)?, &[String::new()], &plain)?;
-        let uncond = TextConditioning {
-            prompt_embeds: ue,
-            hidden_states: uh,
-            mask: um,
-        };
+        let uncond = empty_prompt(&tok, &load_clip(run, &plain)?.0, &plain)?;
         let trainer = DecoderTrainer::resume(ckpt, uncond, &plain.clone().autodiff())
             .map_err(|e| format!("--decoder-checkpoint {}: {e}", ckpt.display()))?;
         trainer.save_checkpoint(run.join("decoder"))?;
@@ -1488,12 +1478,7 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
         ..DecoderTrainConfig::default()
     };
     let tok = ClipTokenizer::from_dir(model.join("tokenizer"))?;
-    let (ue, uh, um) = encode_text(&tok, &clip_text(&plain, run)?, &[String::new()], &plain)?;
-    let uncond = TextConditioning {
-        prompt_embeds: ue,
-        hidden_states: uh,
-        mask: um,
-    };
+    let uncond = empty_prompt(&tok, &load_clip(run, &plain)?.0, &plain)?;
     let ema = Some((text_proj.clone(), unet.clone()));
     let trainer = DecoderTrainer::continue_from(
         text_proj,
@@ -1549,6 +1534,17 @@ fn import_other_stages(model: &Path, run: &Path, from_side: u32) -> Result<(), E
     Ok(())
 }
 
-fn clip_text(device: &Device, run: &Path) -> Result<ClipTextModelWithProjection, Error> {
-    Ok(load_clip(run, device)?.0)
+/// The empty prompt's conditioning (one row): the decoder's unconditional branch and caption
+/// dropout.
+fn empty_prompt(
+    tok: &ClipTokenizer,
+    text: &ClipTextModelWithProjection,
+    device: &Device,
+) -> Result<TextConditioning, Error> {
+    let (prompt_embeds, hidden_states, mask) = encode_text(tok, text, &[String::new()], device)?;
+    Ok(TextConditioning {
+        prompt_embeds,
+        hidden_states,
+        mask,
+    })
 }
