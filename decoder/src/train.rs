@@ -459,11 +459,19 @@ impl DecoderTrainer {
     /// as `text_proj`/`unet` and as `ema`). AdamW starts with fresh moments, as on any resume.
     ///
     /// ```no_run
-    /// use burn::tensor::Device;
+    /// use burn::tensor::{Bool, Device, Tensor, TensorData};
     /// use unclip_decoder::train::{DecoderTrainConfig, DecoderTrainer};
     /// use unclip_decoder::{TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
-    /// # fn uncond() -> TextConditioning { unimplemented!() }
     /// let plain = Device::flex();
+    /// // The empty prompt's CLIP encoding in a real run; zeros of its shapes here
+    /// // (E = 64 embedding width, T = 24 tokens, only the first attended).
+    /// let attend: Vec<bool> = (0..24).map(|i| i == 0).collect();
+    /// let mask = Tensor::<2, Bool>::from_data(TensorData::new(attend, [1, 24]), &plain);
+    /// let uncond = || TextConditioning {
+    ///     prompt_embeds: Tensor::zeros([1, 64], &plain),
+    ///     hidden_states: Tensor::zeros([1, 24, 64], &plain),
+    ///     mask: mask.clone(),
+    /// };
     /// let unet = UNet2DConditionModel::from_pretrained("models/shapes/decoder", &plain)?;
     /// let text_proj = UnCLIPTextProjModel::from_pretrained("models/shapes/text_proj", &plain)?;
     /// let ema = Some((text_proj.clone(), unet.clone()));

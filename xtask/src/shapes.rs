@@ -1430,7 +1430,9 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
         let trainer = DecoderTrainer::resume(ckpt, uncond, &plain.clone().autodiff())
             .map_err(|e| format!("--decoder-checkpoint {}: {e}", ckpt.display()))?;
         trainer.save_checkpoint(run.join("decoder"))?;
-        copy_files(ckpt, &run.join("decoder"), &["losses.csv"]).ok();
+        if ckpt.join("losses.csv").is_file() {
+            copy_files(ckpt, &run.join("decoder"), &["losses.csv"])?;
+        }
         println!(
             "decoder: continued from {} at step {}",
             ckpt.display(),
