@@ -90,6 +90,9 @@ enum Task {
     EvalDecoder(shapes_eval::EvalDecoderArgs),
     /// Measure the prior of a shapes model in CLIP image-embedding space (nearest render).
     EvalPrior(shapes_eval::EvalPriorArgs),
+    /// Write the decoder's training stream (or held-out examples) with its CLIP conditioning to
+    /// a safetensors file, to train or measure another implementation on the same data.
+    DumpDecoderStream(shapes::DumpArgs),
     /// Render a caption of the shapes world as a PNG (inputs for the image examples).
     RenderShape(shapes_eval::RenderArgs),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
@@ -114,6 +117,7 @@ fn main() {
         Task::TrainShapes(a) => exit_on_error(shapes::train(&a)),
         Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
         Task::ImportShapes(a) => exit_on_error(shapes::import(&a)),
+        Task::DumpDecoderStream(a) => exit_on_error(shapes::dump_decoder_stream(&a)),
         Task::EvalShapes(a) => exit_on_error(shapes_eval::eval(&a)),
         Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
         Task::EvalDecoder(a) => exit_on_error(shapes_eval::eval_decoder(&a)),

@@ -225,6 +225,37 @@ pub fn parse_loss_weighting(text: &str) -> Result<LossWeighting, Error> {
     )
 }
 
+/// The device the training and measuring commands run on: burn-flex unless
+/// `UNCLIP_XTASK_DEVICE` names another one compiled in: `libtorch` (LibTorch's CPU backend,
+/// `--features tch`; several times faster training steps than flex on this project's 2-core
+/// machine, see docs/benchmarks.md) or `libtorch-cuda` (its GPU 0).
+pub fn compute_device() -> Result<Device, Error> {
+    device_named(&std::env::var("UNCLIP_XTASK_DEVICE").unwrap_or_else(|_| "flex".into()))
+}
+
+/// The device a `UNCLIP_XTASK_DEVICE` value names (see [`compute_device`]).
+pub fn device_named(name: &str) -> Result<Device, Error> {
+    match name {
+        "flex" => Ok(Device::flex()),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        // burn-tch is deprecated in burn 0.22 but is the fast CPU trainer here
+        "libtorch" => Ok(Device::libtorch()),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        "libtorch-cuda" => Ok(Device::libtorch_cuda(0)),
+        other => Err(format!(
+            "UNCLIP_XTASK_DEVICE={other}: expected {}",
+            if cfg!(feature = "tch") {
+                "flex, libtorch or libtorch-cuda"
+            } else {
+                "flex (libtorch needs `--features tch`)"
+            }
+        )
+        .into()),
+    }
+}
+
 /// The `--decoder-schedule` value.
 fn decoder_schedule(name: &str) -> Result<TrainSchedule, Error> {
     match name {
@@ -402,7 +433,7 @@ struct ClipState {
 fn train_clip(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let dir = args.run.join("clip");
     let cfg = clip_config();
-    let plain = Device::flex();
+    let plain = compute_device()?;
     let device = plain.clone().autodiff();
     let state_path = dir.join("state.json");
     let (model, start) = if state_path.is_file() {
@@ -601,7 +632,7 @@ fn clip_batch(
 
 fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let dir = args.run.join("prior");
-    let plain = Device::flex();
+    let plain = compute_device()?;
     let device = plain.clone().autodiff();
     let (text, vision) = load_clip(&args.run, &plain)?;
     let processor = ClipImageProcessor::for_size(BASE as usize);
@@ -665,7 +696,7 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
 
 fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let dir = args.run.join("decoder");
-    let plain = Device::flex();
+    let plain = compute_device()?;
     let device = plain.clone().autodiff();
     let (text, vision) = load_clip(&args.run, &plain)?;
     let processor = ClipImageProcessor::for_size(BASE as usize);
@@ -847,7 +878,7 @@ pub fn sr_train_config(k: usize, seed: u64) -> SuperResTrainConfig {
 fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
     let name = if k == 1 { "sr1" } else { "sr2" };
     let dir = args.run.join(name);
-    let plain = Device::flex();
+    let plain = compute_device()?;
     let device = plain.clone().autodiff();
     let side = BASE << k; // 64 or 128
     let steps = if k == 1 {
@@ -1059,7 +1090,7 @@ fn copy_files(from: &Path, to: &Path, names: &[&str]) -> Result<(), Error> {
 /// Assembles the trained stages into one diffusers folder.
 pub fn export(args: &ExportArgs) -> Result<(), Error> {
     let out = &args.out;
-    let plain = Device::flex();
+    let plain = compute_device()?;
     std::fs::create_dir_all(out)?;
     let cfg = clip_config();
     let (text, vision) = load_clip(&args.run, &plain)?;
@@ -1166,6 +1197,116 @@ mod tests {
     use burn::tensor::Tensor;
     use rand::SeedableRng;
 
+    /// `dump-decoder-stream` writes the batches `train-shapes` draws for the decoder, with the
+    /// run's CLIP conditioning: names, shapes and values of the second batch checked against
+    /// the same draw made here.
+    #[test]
+    fn the_dumped_stream_is_the_decoders_training_stream() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let model = root.join("models/shapes");
+        let tmp = std::env::temp_dir().join(format!("unclip-dump-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        import(&ImportArgs {
+            model: model.clone(),
+            run: tmp.join("run"),
+            decoder_step: 1,
+            decoder_side: None,
+            decoder_learning_rate: 1e-4,
+            decoder_checkpoint: None,
+        })
+        .expect("import");
+        let args = DumpArgs {
+            run: tmp.join("run"),
+            tokenizer: model.join("tokenizer"),
+            out: tmp.join("stream.safetensors"),
+            steps: 2,
+            start: 5,
+            batch: 3,
+            side: 16,
+            seed: 9,
+            held_out: false,
+        };
+        dump_decoder_stream(&args).expect("dump");
+        let bytes = std::fs::read(&args.out).expect("read");
+        let st = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors");
+        let get = |name: &str| -> (Vec<usize>, Vec<f32>) {
+            let t = st.tensor(name).expect(name);
+            let v = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            (t.shape().to_vec(), v)
+        };
+        let device = Device::flex();
+        let tok = ClipTokenizer::from_dir(model.join("tokenizer")).expect("tokenizer");
+        let (text, vision) = load_clip(&args.run, &device).expect("clip");
+        let processor = ClipImageProcessor::for_size(BASE as usize);
+        let ex = batch(9, 3, 6, 3); // the second batch: step start + 1
+        let ((e, h, m), img) =
+            clip_batch(&tok, &text, &vision, &processor, &ex, &device).expect("clip batch");
+        let l = h.dims()[1];
+        let want: [(&str, Vec<usize>, Vec<f32>); 5] = [
+            (
+                "images",
+                vec![3, 3, 16, 16],
+                images_signed(&ex, 16, &device)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap(),
+            ),
+            (
+                "image_embeds",
+                vec![3, 64],
+                img.into_data().try_to_vec::<f32>().unwrap(),
+            ),
+            (
+                "prompt_embeds",
+                vec![3, 64],
+                e.into_data().try_to_vec::<f32>().unwrap(),
+            ),
+            (
+                "hidden_states",
+                vec![3, l, 64],
+                h.into_data().try_to_vec::<f32>().unwrap(),
+            ),
+            (
+                "mask",
+                vec![3, l],
+                m.float().into_data().try_to_vec::<f32>().unwrap(),
+            ),
+        ];
+        for (name, dims, values) in want {
+            let (shape, got) = get(name);
+            let mut full = dims.clone();
+            full[0] = 6;
+            assert_eq!(shape, full, "{name}");
+            let half = got.len() / 2;
+            assert_eq!(&got[half..], &values[..], "{name}: the second batch");
+            assert_ne!(
+                &got[..half],
+                &values[..],
+                "{name}: the first batch is another draw"
+            );
+        }
+        assert_eq!(get("uncond_hidden_states").0, vec![1, l, 64]);
+        assert!(
+            get("uncond_mask").1.contains(&0.0),
+            "the empty prompt is padded"
+        );
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+
+    #[test]
+    fn unknown_devices_are_refused_by_name() {
+        assert!(device_named("flex").is_ok());
+        let Err(err) = device_named("tpu") else {
+            panic!("tpu is not a device here");
+        };
+        let err = err.to_string();
+        assert!(err.contains("UNCLIP_XTASK_DEVICE=tpu"), "{err}");
+    }
+
     /// `import-shapes` then `export-shapes` gives back the committed folder's weights and
     /// scheduler configs byte for byte (the CLIP towers pass through the rebuilt `CLIPModel`),
     /// the imported decoder run resumes at its step with the folder's weights (and a decoder
@@ -1242,7 +1383,7 @@ mod tests {
                 .weight
                 .val()
                 .into_data()
-                .to_vec::<f32>()
+                .try_to_vec::<f32>()
                 .expect("f32")
         };
         assert_eq!(w(&online), w(&committed));
@@ -1400,7 +1541,7 @@ pub fn import(args: &ImportArgs) -> Result<(), Error> {
             .into());
         }
     }
-    let plain = Device::flex();
+    let plain = compute_device()?;
     let text = ClipTextModelWithProjection::from_pretrained(model.join("text_encoder"), &plain)?;
     let vision =
         ClipVisionModelWithProjection::from_pretrained(model.join("image_encoder"), &plain)?;
@@ -1549,4 +1690,120 @@ fn empty_prompt(
         hidden_states,
         mask,
     })
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct DumpArgs {
+    /// The run folder whose `clip/` computes the conditioning.
+    #[arg(long, default_value = "runs/shapes")]
+    pub run: PathBuf,
+    /// The CLIP tokenizer folder.
+    #[arg(long, default_value = "models/shapes/tokenizer")]
+    pub tokenizer: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Batches to write: the decoder stage's stream from `--start` (the batches `train-shapes`
+    /// draws at those steps with the same `--seed`).
+    #[arg(long, default_value_t = 100)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 0)]
+    pub start: u64,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Render side of `images`.
+    #[arg(long, default_value_t = BASE)]
+    pub side: u32,
+    /// The run's seed (`train-shapes --seed`).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write `--steps x --batch` held-out examples (drawn with `--seed`) instead of the
+    /// training stream.
+    #[arg(long)]
+    pub held_out: bool,
+}
+
+/// Writes the decoder's training stream (or held-out examples) with its frozen-CLIP
+/// conditioning to one safetensors file, for measuring another trainer on exactly the same data:
+/// `images [N, 3, S, S]` in [-1, 1], `image_embeds [N, E]`, `prompt_embeds [N, E]`,
+/// `hidden_states [N, L, E]`, `mask [N, L]` (1 = token), and the empty prompt's conditioning
+/// `uncond_prompt_embeds [1, E]`, `uncond_hidden_states [1, L, E]`, `uncond_mask [1, L]`.
+pub fn dump_decoder_stream(args: &DumpArgs) -> Result<(), Error> {
+    let device = compute_device()?;
+    let tok = ClipTokenizer::from_dir(&args.tokenizer)?;
+    let (text, vision) = load_clip(&args.run, &device)?;
+    let processor = ClipImageProcessor::for_size(BASE as usize);
+    let mut cols: [Vec<f32>; 5] = Default::default();
+    let mut dims: [Vec<usize>; 5] = Default::default();
+    let host = |t: Vec<f32>, col: &mut Vec<f32>| col.extend(t);
+    let pb = bar(args.steps, 0, "dump");
+    let mut held = Dataset::new(args.seed, Split::HeldOut);
+    for i in 0..args.steps {
+        let ex = if args.held_out {
+            held.sample(args.batch)
+        } else {
+            batch(args.seed, 3, args.start + i, args.batch)
+        };
+        let ((e, h, m), img) = clip_batch(&tok, &text, &vision, &processor, &ex, &device)?;
+        let x = images_signed(&ex, args.side, &device);
+        let parts = [
+            (x.dims().to_vec(), x.into_data()),
+            (img.dims().to_vec(), img.into_data()),
+            (e.dims().to_vec(), e.into_data()),
+            (h.dims().to_vec(), h.into_data()),
+            (m.dims().to_vec(), m.float().into_data()),
+        ];
+        for (k, (d, data)) in parts.into_iter().enumerate() {
+            host(
+                data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+                &mut cols[k],
+            );
+            if dims[k].is_empty() {
+                dims[k] = d;
+            } else {
+                dims[k][0] += d[0];
+            }
+        }
+        pb.inc(1);
+    }
+    pb.finish();
+    let (ue, uh, um) = encode_text(&tok, &text, &[String::new()], &device)?;
+    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
+    let names = [
+        "images",
+        "image_embeds",
+        "prompt_embeds",
+        "hidden_states",
+        "mask",
+    ];
+    for (k, c) in cols.into_iter().enumerate() {
+        named.push((names[k].into(), dims[k].clone(), c));
+    }
+    for (name, d, data) in [
+        ("uncond_prompt_embeds", ue.dims().to_vec(), ue.into_data()),
+        ("uncond_hidden_states", uh.dims().to_vec(), uh.into_data()),
+        ("uncond_mask", um.dims().to_vec(), um.float().into_data()),
+    ] {
+        named.push((
+            name.into(),
+            d,
+            data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
+        ));
+    }
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
+        .into_iter()
+        .map(|(n, d, v)| (n, d, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, d, b)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, d.clone(), b)
+                .map(|v| (n.clone(), v))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{e}"))?;
+    safetensors::serialize_to_file(views, None, &args.out)
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
 }

@@ -11,7 +11,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use burn::tensor::Device;
 use image::RgbImage;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -201,7 +200,7 @@ pub fn caption_fidelity(
 pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     let t0 = std::time::Instant::now();
     let mut pipe = UnclipBuilder::new()
-        .device(Device::flex())
+        .device(crate::shapes::compute_device()?)
         .from_pretrained(&args.model)
         .settings(settings(args)?)
         .build()?;
@@ -416,7 +415,7 @@ pub fn eval_sr(args: &EvalSrArgs) -> Result<(), Error> {
     use unclip_upsampler::{
         SuperResRequest, UNet2DModel, resize_bicubic_antialias, sample_super_res,
     };
-    let device = Device::flex();
+    let device = crate::shapes::compute_device()?;
     let default = if args.stage == 1 { "sr1" } else { "sr2" };
     let name = args.folder.as_deref().unwrap_or(default);
     let model = UNet2DModel::from_pretrained(args.run.join(name), &device)?;
@@ -617,7 +616,7 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     if args.sdedit_swap && args.sdedit_strength.is_none() {
         return Err("--sdedit-swap needs --sdedit-strength".into());
     }
-    let device = Device::flex();
+    let device = crate::shapes::compute_device()?;
     let tok = unclip_tokenizer::ClipTokenizer::from_dir("models/shapes/tokenizer")?;
     let (text, vision) =
         unclip_clip::ClipModel::from_pretrained(args.run.join("clip"), &device)?.into_towers();
@@ -1047,7 +1046,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
     let t0 = std::time::Instant::now();
     let d = Settings::from_model_dir(&args.model)?;
     let mut pipe = UnclipBuilder::new()
-        .device(Device::flex())
+        .device(crate::shapes::compute_device()?)
         .from_pretrained(&args.model)
         .settings(Settings {
             prior_steps: args.steps.unwrap_or(d.prior_steps),
