@@ -3,8 +3,9 @@
 use burn::tensor::Device;
 
 /// Parses a device name: `flex` and `ndarray` (CPU), `wgpu` (the best adapter), `wgpu-cpu`
-/// (a CPU Vulkan adapter such as Mesa's lavapipe), each available when the matching cargo
-/// feature is compiled in.
+/// (a CPU Vulkan adapter such as Mesa's lavapipe), `libtorch` and `libtorch-cuda` (burn's
+/// LibTorch backend on the CPU or on CUDA GPU 0), each available when the matching cargo
+/// feature (`flex`, `ndarray`, `wgpu`, `tch`) is compiled in.
 ///
 /// ```
 /// let device = unclip_nn::parse_device("flex").unwrap();
@@ -21,6 +22,12 @@ pub fn parse_device(name: &str) -> Result<Device, UnknownDevice> {
         "wgpu" | "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "wgpu")]
         "wgpu-cpu" | "lavapipe" => Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)] // burn-tch is deprecated in burn 0.22; it is the fast CPU trainer here
+        "libtorch" => Ok(Device::libtorch()),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        "libtorch-cuda" => Ok(Device::libtorch_cuda(0)),
         other => Err(UnknownDevice {
             name: other.to_string(),
             available: available_devices(),
@@ -40,6 +47,10 @@ pub fn available_devices() -> Vec<&'static str> {
     if cfg!(feature = "wgpu") {
         v.push("wgpu");
         v.push("wgpu-cpu");
+    }
+    if cfg!(feature = "tch") {
+        v.push("libtorch");
+        v.push("libtorch-cuda");
     }
     v
 }

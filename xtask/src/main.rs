@@ -95,6 +95,9 @@ enum Task {
     DumpDecoderStream(shapes::DumpArgs),
     /// Render a caption of the shapes world as a PNG (inputs for the image examples).
     RenderShape(shapes_eval::RenderArgs),
+    /// Time shapes-decoder training steps (forward, backward, AdamW, EMA) on each device named,
+    /// the first the baseline (e.g. `flex,libtorch` with `--features tch`).
+    BenchTrainDecoder(TrainBenchOpts),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
     BenchPrior(BenchOpts),
     /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
@@ -124,6 +127,7 @@ fn main() {
         Task::EvalPrior(a) => exit_on_error(shapes_eval::eval_prior(&a)),
         Task::RenderShape(a) => exit_on_error(shapes_eval::render(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
+        Task::BenchTrainDecoder(o) => exit_on_error(bench_train_decoder(&o)),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
     }
 }
@@ -449,6 +453,89 @@ fn bench_clip(batch: usize, iters: usize, devices: &[String]) {
         let base = *baseline.get_or_insert(m);
         println!("| {name} | {m:.1} | {:.2} |", m / base);
     }
+}
+
+#[derive(Args)]
+struct TrainBenchOpts {
+    /// Devices to compare (`unclip_nn::parse_device` names), the first is the baseline.
+    #[arg(long, value_delimiter = ',', default_value = "flex")]
+    devices: Vec<String>,
+    /// Images per step.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// The decoder's side (32: the shapes base; 64: the 64x64 continuation).
+    #[arg(long, default_value_t = 32)]
+    side: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    #[arg(long, default_value_t = 5)]
+    iters: usize,
+}
+
+/// Training steps of the shapes decoder (`xtask/shapes/decoder.json` at `--side`, Karlo's text
+/// projection, v prediction, linear betas; batches of random images and conditioning of the
+/// shapes CLIP's sizes), timed per device after `--warmup` steps; median and ratio to the first.
+fn bench_train_decoder(o: &TrainBenchOpts) -> Result<(), shapes::Error> {
+    use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
+    use unclip_decoder::{TextConditioning, UnCLIPTextProjModel};
+    let mut ucfg: UNet2DConditionConfig = serde_json::from_str(shapes::DECODER_CONFIG)?;
+    ucfg.sample_size = serde_json::from_value(serde_json::json!(o.side))?;
+    let tcfg: unclip_decoder::TextProjConfig = serde_json::from_str(shapes::TEXT_PROJ_CONFIG)?;
+    let (b, s, e, l) = (o.batch, o.side, tcfg.clip_embeddings_dim, 24);
+    println!(
+        "shapes decoder training step ({:?} at {s}x{s}), batch {b}, {} warm-up + {} timed steps, median",
+        ucfg.block_out_channels, o.warmup, o.iters
+    );
+    println!("| device | median ms | ratio to {} | steps (ms) |", o.devices[0]);
+    println!("|---|---|---|---|");
+    let mut baseline = None;
+    for name in &o.devices {
+        let plain = match unclip_nn::parse_device(name) {
+            Ok(d) => d,
+            Err(e) => {
+                println!("| {name} | skipped: {e} | | |");
+                continue;
+            }
+        };
+        plain.seed(0);
+        let text = |n: usize| TextConditioning {
+            prompt_embeds: normal([n, e], &plain),
+            hidden_states: normal([n, l, e], &plain),
+            mask: mask(n, l, 8, &plain),
+        };
+        let unet = UNet2DConditionModel::new(&ucfg, &plain)?;
+        let text_proj = UnCLIPTextProjModel::new(&tcfg, &plain);
+        let config = DecoderTrainConfig {
+            ema_decay: Some(0.995),
+            prediction_type: unclip_diffusion::PredictionType::VPrediction,
+            schedule: unclip_diffusion::TrainSchedule::Linear {
+                beta_start: 1e-4,
+                beta_end: 0.02,
+            },
+            ..DecoderTrainConfig::default()
+        };
+        let mut trainer =
+            DecoderTrainer::new(text_proj, unet, text(1), config, &plain.clone().autodiff())?;
+        let batch = DecoderBatch {
+            images: normal([b, 3, s, s], &plain).clamp(-1.0, 1.0),
+            image_embeddings: normal([b, e], &plain),
+            text: text(b),
+            pixel_weights: None,
+        };
+        let mut err = None;
+        let times = time_it(o.warmup, o.iters, || {
+            if let Err(e) = trainer.train_step(&batch) {
+                err.get_or_insert(e);
+            }
+        });
+        if let Some(e) = err {
+            return Err(e.into());
+        }
+        let m = median(times.clone());
+        let base = *baseline.get_or_insert(m);
+        println!("| {name} | {m:.0} | {:.2} | {} |", m / base, fmt_times(&times));
+    }
+    Ok(())
 }
 
 fn exit_on_error(r: Result<(), shapes::Error>) {

@@ -49,8 +49,8 @@ pub type Error = Box<dyn std::error::Error>;
 
 const CLIP_CONFIG: &str = include_str!("../shapes/clip.json");
 const PRIOR_CONFIG: &str = include_str!("../shapes/prior.json");
-const DECODER_CONFIG: &str = include_str!("../shapes/decoder.json");
-const TEXT_PROJ_CONFIG: &str = include_str!("../shapes/text_proj.json");
+pub const DECODER_CONFIG: &str = include_str!("../shapes/decoder.json");
+pub const TEXT_PROJ_CONFIG: &str = include_str!("../shapes/text_proj.json");
 const SR1_CONFIG: &str = include_str!("../shapes/super_res_1.json");
 const SR2_CONFIG: &str = include_str!("../shapes/super_res_2.json");
 
@@ -226,34 +226,12 @@ pub fn parse_loss_weighting(text: &str) -> Result<LossWeighting, Error> {
 }
 
 /// The device the training and measuring commands run on: burn-flex unless
-/// `UNCLIP_XTASK_DEVICE` names another one compiled in: `libtorch` (LibTorch's CPU backend,
-/// `--features tch`; several times faster training steps than flex on this project's 2-core
-/// machine, see docs/benchmarks.md) or `libtorch-cuda` (its GPU 0).
+/// `UNCLIP_XTASK_DEVICE` names another one compiled in ([`unclip_nn::parse_device`]), e.g.
+/// `libtorch` (LibTorch's CPU backend, `--features tch`; several times faster training steps
+/// than flex on this project's 2-core machine, docs/benchmarks.md) or `libtorch-cuda`.
 pub fn compute_device() -> Result<Device, Error> {
-    device_named(&std::env::var("UNCLIP_XTASK_DEVICE").unwrap_or_else(|_| "flex".into()))
-}
-
-/// The device a `UNCLIP_XTASK_DEVICE` value names (see [`compute_device`]).
-pub fn device_named(name: &str) -> Result<Device, Error> {
-    match name {
-        "flex" => Ok(Device::flex()),
-        #[cfg(feature = "tch")]
-        #[allow(deprecated)]
-        // burn-tch is deprecated in burn 0.22 but is the fast CPU trainer here
-        "libtorch" => Ok(Device::libtorch()),
-        #[cfg(feature = "tch")]
-        #[allow(deprecated)]
-        "libtorch-cuda" => Ok(Device::libtorch_cuda(0)),
-        other => Err(format!(
-            "UNCLIP_XTASK_DEVICE={other}: expected {}",
-            if cfg!(feature = "tch") {
-                "flex, libtorch or libtorch-cuda"
-            } else {
-                "flex (libtorch needs `--features tch`)"
-            }
-        )
-        .into()),
-    }
+    let name = std::env::var("UNCLIP_XTASK_DEVICE").unwrap_or_else(|_| "flex".into());
+    unclip_nn::parse_device(&name).map_err(|e| format!("UNCLIP_XTASK_DEVICE: {e}").into())
 }
 
 /// The `--decoder-schedule` value.
@@ -1295,16 +1273,6 @@ mod tests {
             "the empty prompt is padded"
         );
         let _ = std::fs::remove_dir_all(&tmp);
-    }
-
-    #[test]
-    fn unknown_devices_are_refused_by_name() {
-        assert!(device_named("flex").is_ok());
-        let Err(err) = device_named("tpu") else {
-            panic!("tpu is not a device here");
-        };
-        let err = err.to_string();
-        assert!(err.contains("UNCLIP_XTASK_DEVICE=tpu"), "{err}");
     }
 
     /// `import-shapes` then `export-shapes` gives back the committed folder's weights and
