@@ -300,8 +300,8 @@ pub fn to_vec<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         .to_vec()
 }
 
-/// The device tests run on: `UNCLIP_DEVICE` (`flex` default; `ndarray`, `wgpu`, `wgpu-cpu` when
-/// those backends are compiled in).
+/// The device tests run on: `UNCLIP_DEVICE` (`flex` default; `ndarray`, `wgpu`, `wgpu-cpu`,
+/// `libtorch` when those backends are compiled in).
 pub fn test_device() -> Device {
     let name = std::env::var("UNCLIP_DEVICE").unwrap_or_else(|_| "flex".to_string());
     match name.as_str() {
@@ -313,6 +313,9 @@ pub fn test_device() -> Device {
         "wgpu" => Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
         #[cfg(feature = "wgpu")]
         "wgpu-cpu" => Device::wgpu(burn::tensor::DeviceKind::Cpu),
+        #[cfg(feature = "tch")]
+        #[allow(deprecated)]
+        "libtorch" => Device::libtorch(),
         other => panic!("UNCLIP_DEVICE={other} is not a device this test build has"),
     }
 }
