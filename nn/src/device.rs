@@ -23,7 +23,8 @@ pub fn parse_device(name: &str) -> Result<Device, UnknownDevice> {
         #[cfg(feature = "wgpu")]
         "wgpu-cpu" | "lavapipe" => Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
         #[cfg(feature = "tch")]
-        #[allow(deprecated)] // burn-tch is deprecated in burn 0.22; it is the fast CPU trainer here
+        #[allow(deprecated)]
+        // burn-tch is deprecated in burn 0.22; it is the fast CPU trainer here
         "libtorch" => Ok(Device::libtorch()),
         #[cfg(feature = "tch")]
         #[allow(deprecated)]

@@ -486,7 +486,10 @@ fn bench_train_decoder(o: &TrainBenchOpts) -> Result<(), shapes::Error> {
         "shapes decoder training step ({:?} at {s}x{s}), batch {b}, {} warm-up + {} timed steps, median",
         ucfg.block_out_channels, o.warmup, o.iters
     );
-    println!("| device | median ms | ratio to {} | steps (ms) |", o.devices[0]);
+    println!(
+        "| device | median ms | ratio to {} | steps (ms) |",
+        o.devices[0]
+    );
     println!("|---|---|---|---|");
     let mut baseline = None;
     for name in &o.devices {
@@ -533,7 +536,11 @@ fn bench_train_decoder(o: &TrainBenchOpts) -> Result<(), shapes::Error> {
         }
         let m = median(times.clone());
         let base = *baseline.get_or_insert(m);
-        println!("| {name} | {m:.0} | {:.2} | {} |", m / base, fmt_times(&times));
+        println!(
+            "| {name} | {m:.0} | {:.2} | {} |",
+            m / base,
+            fmt_times(&times)
+        );
     }
     Ok(())
 }
