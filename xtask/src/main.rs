@@ -479,7 +479,7 @@ fn bench_train_decoder(o: &TrainBenchOpts) -> Result<(), shapes::Error> {
     use unclip_decoder::train::{DecoderBatch, DecoderTrainConfig, DecoderTrainer};
     use unclip_decoder::{TextConditioning, UnCLIPTextProjModel};
     let mut ucfg: UNet2DConditionConfig = serde_json::from_str(shapes::DECODER_CONFIG)?;
-    ucfg.sample_size = serde_json::from_value(serde_json::json!(o.side))?;
+    ucfg.sample_size = Some(unclip_decoder::config::SampleSize::Square(o.side));
     let tcfg: unclip_decoder::TextProjConfig = serde_json::from_str(shapes::TEXT_PROJ_CONFIG)?;
     let (b, s, e, l) = (o.batch, o.side, tcfg.clip_embeddings_dim, 24);
     println!(

@@ -1701,9 +1701,30 @@ pub fn dump_decoder_stream(args: &DumpArgs) -> Result<(), Error> {
     let tok = ClipTokenizer::from_dir(&args.tokenizer)?;
     let (text, vision) = load_clip(&args.run, &device)?;
     let processor = ClipImageProcessor::for_size(BASE as usize);
-    let mut cols: [Vec<f32>; 5] = Default::default();
-    let mut dims: [Vec<usize>; 5] = Default::default();
-    let host = |t: Vec<f32>, col: &mut Vec<f32>| col.extend(t);
+    // Each tensor's little-endian f32 bytes and shape, batches concatenated along dim 0.
+    let names = [
+        "images",
+        "image_embeds",
+        "prompt_embeds",
+        "hidden_states",
+        "mask",
+    ];
+    let mut cols: Vec<(String, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|n| (n.to_string(), Vec::new(), Vec::new()))
+        .collect();
+    let append = |col: &mut (String, Vec<usize>, Vec<u8>), t: TensorData| -> Result<(), Error> {
+        let d = t.shape().to_vec();
+        let v = t
+            .try_to_vec::<f32>()
+            .map_err(|e| format!("{}: {e:?}", col.0))?;
+        col.2.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+        match col.1.first_mut() {
+            Some(n) => *n += d[0],
+            None => col.1 = d,
+        }
+        Ok(())
+    };
     let pb = bar(args.steps, 0, "dump");
     let mut held = Dataset::new(args.seed, Split::HeldOut);
     for i in 0..args.steps {
@@ -1713,56 +1734,30 @@ pub fn dump_decoder_stream(args: &DumpArgs) -> Result<(), Error> {
             batch(args.seed, 3, args.start + i, args.batch)
         };
         let ((e, h, m), img) = clip_batch(&tok, &text, &vision, &processor, &ex, &device)?;
-        let x = images_signed(&ex, args.side, &device);
         let parts = [
-            (x.dims().to_vec(), x.into_data()),
-            (img.dims().to_vec(), img.into_data()),
-            (e.dims().to_vec(), e.into_data()),
-            (h.dims().to_vec(), h.into_data()),
-            (m.dims().to_vec(), m.float().into_data()),
+            images_signed(&ex, args.side, &device).into_data(),
+            img.into_data(),
+            e.into_data(),
+            h.into_data(),
+            m.float().into_data(),
         ];
-        for (k, (d, data)) in parts.into_iter().enumerate() {
-            host(
-                data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
-                &mut cols[k],
-            );
-            if dims[k].is_empty() {
-                dims[k] = d;
-            } else {
-                dims[k][0] += d[0];
-            }
+        for (col, t) in cols.iter_mut().zip(parts) {
+            append(col, t)?;
         }
         pb.inc(1);
     }
     pb.finish();
     let (ue, uh, um) = encode_text(&tok, &text, &[String::new()], &device)?;
-    let mut named: Vec<(String, Vec<usize>, Vec<f32>)> = Vec::new();
-    let names = [
-        "images",
-        "image_embeds",
-        "prompt_embeds",
-        "hidden_states",
-        "mask",
-    ];
-    for (k, c) in cols.into_iter().enumerate() {
-        named.push((names[k].into(), dims[k].clone(), c));
-    }
-    for (name, d, data) in [
-        ("uncond_prompt_embeds", ue.dims().to_vec(), ue.into_data()),
-        ("uncond_hidden_states", uh.dims().to_vec(), uh.into_data()),
-        ("uncond_mask", um.dims().to_vec(), um.float().into_data()),
+    for (name, t) in [
+        ("uncond_prompt_embeds", ue.into_data()),
+        ("uncond_hidden_states", uh.into_data()),
+        ("uncond_mask", um.float().into_data()),
     ] {
-        named.push((
-            name.into(),
-            d,
-            data.try_to_vec::<f32>().map_err(|e| format!("{e:?}"))?,
-        ));
+        let mut col = (name.to_string(), Vec::new(), Vec::new());
+        append(&mut col, t)?;
+        cols.push(col);
     }
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = named
-        .into_iter()
-        .map(|(n, d, v)| (n, d, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-        .collect();
-    let views = bytes
+    let views = cols
         .iter()
         .map(|(n, d, b)| {
             safetensors::tensor::TensorView::new(safetensors::Dtype::F32, d.clone(), b)
@@ -1770,8 +1765,9 @@ pub fn dump_decoder_stream(args: &DumpArgs) -> Result<(), Error> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{e}"))?;
-    safetensors::serialize_to_file(views, None, &args.out)
-        .map_err(|e| format!("{}: {e}", args.out.display()))?;
+    let bytes =
+        safetensors::serialize(views, None).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    unclip_nn::atomic_write(&args.out, &bytes)?;
     println!("wrote {}", args.out.display());
     Ok(())
 }
