@@ -328,7 +328,8 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
 /// `Sampler::Ddim { eta: 0 }` runs deterministic DDIM: no noise is drawn (an empty replay would
 /// fail on the first draw), and the result is the DDIM update written out here from the
 /// schedule's `alphas_cumprod` (x_0 from the eps prediction, clipped as the scheduler config
-/// says; `x_prev = sqrt(a_prev) x_0 + sqrt(1 - a_prev) eps`, `a_prev = 1` after the last step).
+/// says, eps re-derived from the clipped x_0; `x_prev = sqrt(a_prev) x_0 + sqrt(1 - a_prev) eps`,
+/// `a_prev = 1` after the last step).
 #[test]
 fn ddim_sampler_is_deterministic_ddim() {
     use unclip_decoder::GuidedDecoder;
@@ -370,9 +371,11 @@ fn ddim_sampler_is_deterministic_ddim() {
         let eps = model.output(x.clone(), t).expect("output").narrow(1, 0, c);
         let a = ac[t];
         let a_prev = ts.get(i + 1).map(|&p| ac[p]).unwrap_or(1.0);
-        let mut x0 = (x - eps.clone() * (1.0 - a).sqrt()) / a.sqrt();
+        let mut x0 = (x.clone() - eps.clone() * (1.0 - a).sqrt()) / a.sqrt();
+        let mut eps = eps;
         if clip {
             x0 = x0.clamp(-range, range);
+            eps = (x - x0.clone() * a.sqrt()) / (1.0 - a).sqrt();
         }
         x = x0 * a_prev.sqrt() + eps * (1.0 - a_prev).sqrt();
     }

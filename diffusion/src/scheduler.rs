@@ -393,9 +393,19 @@ impl UnCLIPScheduler {
     }
 
     /// One DDIM step `x_t -> x_{prev}` (diffusers `DDIMScheduler.step` with
-    /// `set_alpha_to_one`, `use_clipped_model_output = false`): deterministic for `eta == 0`,
-    /// one `[B, C, ...]` noise draw when `eta > 0`. Variance channels of a learned-variance
-    /// output are ignored. `prev_timestep`: `None` for `t - 1` (`-1`: the clean sample).
+    /// `set_alpha_to_one` and `use_clipped_model_output = true`, GLIDE's choice): deterministic
+    /// for `eta == 0`, one `[B, C, ...]` noise draw when `eta > 0`. Variance channels of a
+    /// learned-variance output are ignored. `prev_timestep`: `None` for `t - 1` (`-1`: the
+    /// clean sample).
+    ///
+    /// The noise direction is re-derived from the clipped (or thresholded) `x_0`,
+    /// `eps = (x_t - sqrt(a_t) x_0) / sqrt(1 - a_t)`, so that `x_t`, `x_0` and `eps` stay
+    /// consistent, as in the ancestral [`step`](Self::step), whose posterior mean uses the
+    /// clipped `x_0`. diffusers' default (`use_clipped_model_output = false`) keeps the
+    /// unclipped eps: under classifier-free guidance the guided `x_0` overshoots [-1, 1], the
+    /// clip removes the overshoot from `x_0` but the eps term carries it into `x_prev`, and the
+    /// samples fill with noise (the shapes decoder: oracle position 25% instead of 100%,
+    /// docs/shapes.md, session 12). Without clipping both choices are the same.
     pub fn ddim_step<const D: usize, N: NoiseSource + ?Sized>(
         &self,
         model_output: Tensor<D>,
@@ -421,6 +431,14 @@ impl UnCLIPScheduler {
             c.alpha_prod_t,
         );
         let x0 = self.clip_x0(x0)?;
+        // eps consistent with the clipped x_0 (see the doc above); [B, C, ...]. Unclipped, the
+        // model's own eps is the same quantity without the division's rounding.
+        let eps = if self.config.thresholding || self.config.clip_sample {
+            (sample.clone() - x0.clone().mul_scalar(c.alpha_prod_t.sqrt()))
+                .div_scalar(c.beta_prod_t.max(1e-20).sqrt())
+        } else {
+            eps
+        };
         let variance =
             (c.beta_prod_t_prev / c.beta_prod_t) * (1.0 - c.alpha_prod_t / c.alpha_prod_t_prev);
         let std = eta * variance.max(0.0).sqrt();
