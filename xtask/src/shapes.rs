@@ -230,8 +230,13 @@ pub fn parse_loss_weighting(text: &str) -> Result<LossWeighting, Error> {
 /// `libtorch` (LibTorch's CPU backend, `--features tch`; several times faster training steps
 /// than flex on this project's 2-core machine, docs/benchmarks.md) or `libtorch-cuda`.
 pub fn compute_device() -> Result<Device, Error> {
-    let name = std::env::var("UNCLIP_XTASK_DEVICE").unwrap_or_else(|_| "flex".into());
-    unclip_nn::parse_device(&name).map_err(|e| format!("UNCLIP_XTASK_DEVICE: {e}").into())
+    unclip_nn::parse_device(&compute_device_name())
+        .map_err(|e| format!("UNCLIP_XTASK_DEVICE: {e}").into())
+}
+
+/// The name [`compute_device`] parses (`UNCLIP_XTASK_DEVICE`, else `flex`), for reports.
+pub fn compute_device_name() -> String {
+    std::env::var("UNCLIP_XTASK_DEVICE").unwrap_or_else(|_| "flex".into())
 }
 
 /// The `--decoder-schedule` value.

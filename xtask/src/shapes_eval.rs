@@ -376,8 +376,9 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     }
     writeln!(
         report,
-        "\n(eval wall time {:.0} s, flex backend)",
-        t0.elapsed().as_secs_f64()
+        "\n(eval wall time {:.0} s, device `{}`)",
+        t0.elapsed().as_secs_f64(),
+        crate::shapes::compute_device_name()
     )?;
     println!("{report}");
     if let Some(p) = &args.report {
