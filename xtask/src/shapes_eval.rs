@@ -599,6 +599,12 @@ pub struct EvalDecoderArgs {
     /// outline into the conditioning's from that noise level?
     #[arg(long)]
     pub sdedit_swap: bool,
+    /// From noise, give the decoder two shapes at once: `text` takes the caption of the
+    /// shape-swapped scene (the image embedding stays the render's), `image` takes the
+    /// swapped scene's CLIP image embedding (the caption stays the render's). The samples are
+    /// scored against both scenes: which conditioning channel decides the shape?
+    #[arg(long, value_parser = ["text", "image"])]
+    pub conflict: Option<String>,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -616,6 +622,9 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     use unclip_diffusion::{NoiseSource, SeededNoise, TrainingObjective, UnCLIPScheduler};
     if args.sdedit_swap && args.sdedit_strength.is_none() {
         return Err("--sdedit-swap needs --sdedit-strength".into());
+    }
+    if args.conflict.is_some() && args.sdedit_strength.is_some() {
+        return Err("--conflict samples from noise; it does not take --sdedit-strength".into());
     }
     let device = crate::shapes::compute_device()?;
     let tok = unclip_tokenizer::ClipTokenizer::from_dir("models/shapes/tokenizer")?;
@@ -895,6 +904,10 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
         None => None,
     };
     let swap = args.sdedit_swap;
+    // Which channels come from the shape-swapped scenes (both with --sdedit-swap, one with
+    // --conflict).
+    let swap_image = swap || args.conflict.as_deref() == Some("image");
+    let swap_text = swap || args.conflict.as_deref() == Some("text");
     // What the samples are compared with: the renders, or their shape-swapped twins.
     let goal = if swap { &swapped_target } else { &target };
     let mut scheduler = UnCLIPScheduler::new(sc);
@@ -910,8 +923,8 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
             }),
         &mut scheduler,
         DecoderRequest {
-            image_embeddings: if swap { swapped_emb } else { img_emb },
-            text: if swap {
+            image_embeddings: if swap_image { swapped_emb } else { img_emb },
+            text: if swap_text {
                 TextConditioning {
                     prompt_embeds: se,
                     hidden_states: sh,
@@ -955,12 +968,31 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     for (img, ex) in imgs.iter().zip(if swap { &swapped } else { &examples }) {
         tally.add(&oracle::score(img, &ex.attributes()));
     }
+    if let Some(channel) = &args.conflict {
+        // Scored against the swapped scenes too: the shape the samples follow.
+        let mut followed = Tally::default();
+        for (img, ex) in imgs.iter().zip(&swapped) {
+            followed.add(&oracle::score(img, &ex.attributes()));
+        }
+        println!(
+            "{}",
+            tally.row(&format!("conflict {channel}: scored against the renders"))
+        );
+        println!(
+            "{}",
+            followed.row(&format!(
+                "conflict {channel}: scored against the swapped scenes (the {channel} channel's)"
+            ))
+        );
+    }
     let label = match (args.sdedit_strength, swap) {
         (None, _) => "reconstruction".to_string(),
         (Some(s), false) => format!("sdedit {s}"),
         (Some(s), true) => format!("sdedit {s}, shape swapped"),
     };
-    println!("{}", tally.row(&label));
+    if args.conflict.is_none() {
+        println!("{}", tally.row(&label));
+    }
     if let Some(p) = &args.sheet {
         let mut tiles = renders;
         tiles.extend(imgs);
