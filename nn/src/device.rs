@@ -22,9 +22,9 @@ pub fn parse_device(name: &str) -> Result<Device, UnknownDevice> {
         "wgpu" | "gpu" => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
         #[cfg(feature = "wgpu")]
         "wgpu-cpu" | "lavapipe" => Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
+        // burn-tch is deprecated in burn 0.22; it is the fast CPU trainer here.
         #[cfg(feature = "tch")]
         #[allow(deprecated)]
-        // burn-tch is deprecated in burn 0.22; it is the fast CPU trainer here
         "libtorch" => Ok(Device::libtorch()),
         #[cfg(feature = "tch")]
         #[allow(deprecated)]

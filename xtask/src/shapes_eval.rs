@@ -603,8 +603,17 @@ pub struct EvalDecoderArgs {
     /// shape-swapped scene (the image embedding stays the render's), `image` takes the
     /// swapped scene's CLIP image embedding (the caption stays the render's). The samples are
     /// scored against both scenes: which conditioning channel decides the shape?
-    #[arg(long, value_parser = ["text", "image"])]
-    pub conflict: Option<String>,
+    #[arg(long, value_enum)]
+    pub conflict: Option<Channel>,
+}
+
+/// A conditioning channel of the decoder (`eval-decoder --conflict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Channel {
+    /// The caption's text-encoder states.
+    Text,
+    /// The CLIP image embedding.
+    Image,
 }
 
 /// Mean squared difference of two same-shaped tensors (a host scalar).
@@ -906,8 +915,8 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     let swap = args.sdedit_swap;
     // Which channels come from the shape-swapped scenes (both with --sdedit-swap, one with
     // --conflict).
-    let swap_image = swap || args.conflict.as_deref() == Some("image");
-    let swap_text = swap || args.conflict.as_deref() == Some("text");
+    let swap_image = swap || args.conflict == Some(Channel::Image);
+    let swap_text = swap || args.conflict == Some(Channel::Text);
     // What the samples are compared with: the renders, or their shape-swapped twins.
     let goal = if swap { &swapped_target } else { &target };
     let mut scheduler = UnCLIPScheduler::new(sc);
@@ -968,7 +977,8 @@ pub fn eval_decoder(args: &EvalDecoderArgs) -> Result<(), Error> {
     for (img, ex) in imgs.iter().zip(if swap { &swapped } else { &examples }) {
         tally.add(&oracle::score(img, &ex.attributes()));
     }
-    if let Some(channel) = &args.conflict {
+    if let Some(channel) = args.conflict {
+        let channel = format!("{channel:?}").to_lowercase();
         // Scored against the swapped scenes too: the shape the samples follow.
         let mut followed = Tally::default();
         for (img, ex) in imgs.iter().zip(&swapped) {
