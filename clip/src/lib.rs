@@ -16,6 +16,7 @@ mod encoder;
 mod error;
 mod load;
 mod model;
+mod noised;
 mod preprocess;
 mod save;
 mod text;
@@ -28,6 +29,7 @@ pub use encoder::{ClipAttention, ClipEncoder, ClipEncoderLayer, ClipMlp};
 pub use error::ClipError;
 pub use load::HF_CLIP_KEYS;
 pub use model::{ClipModel, ClipOutput, contrastive_loss, l2_normalize};
+pub use noised::{NoisedClipBatch, NoisedClipTrainer, NoisedClipVisionModel, bank_cross_entropy};
 pub use preprocess::{ClipImageProcessor, ClipImageProcessorConfig, ResizeBackend, Rgb8, SizeSpec};
 pub use text::{
     ClipTextEmbeddings, ClipTextModelWithProjection, ClipTextOutput, ClipTextTransformer,

@@ -19,7 +19,7 @@ use crate::vision::ClipVisionModelWithProjection;
 
 /// Writes `dir/config.json` (the config plus `architectures` / `model_type`) and
 /// `dir/model.safetensors`, each atomically.
-fn save_folder<M: burn::module::Module + burn::store::ModuleSnapshot>(
+pub(crate) fn save_folder<M: burn::module::Module + burn::store::ModuleSnapshot>(
     module: &M,
     config: &impl Serialize,
     architecture: &str,

@@ -76,6 +76,17 @@ impl ClipVisionTransformer {
 
     /// `pixel_values [B, C, S, S]` (normalised) -> outputs.
     pub fn forward(&self, pixel_values: Tensor<4>, output_hidden_states: bool) -> ClipVisionOutput {
+        self.forward_with_token_bias(pixel_values, None, output_hidden_states)
+    }
+
+    /// [`Self::forward`] with `bias [B, D]` added to every token after the position embeddings
+    /// (the noised CLIP's timestep embedding, [`crate::NoisedClipVisionModel`]).
+    pub fn forward_with_token_bias(
+        &self,
+        pixel_values: Tensor<4>,
+        bias: Option<Tensor<2>>,
+        output_hidden_states: bool,
+    ) -> ClipVisionOutput {
         let device = pixel_values.device();
         let patches = self.embeddings.patch_embedding.forward(pixel_values); // [B, D, h, w]
         let [b, d, h, w] = patches.dims();
@@ -89,7 +100,11 @@ impl ClipVisionTransformer {
         let n = h * w + 1;
         let positions = Tensor::<1, Int>::arange(0..n as i64, &device).unsqueeze::<2>(); // [1, N+1]
         let x = Tensor::cat(vec![cls, patches], 1)
-            + self.embeddings.position_embedding.forward(positions);
+            + self.embeddings.position_embedding.forward(positions); // [B, N+1, D]
+        let x = match bias {
+            Some(bias) => x + bias.unsqueeze_dim::<3>(1),
+            None => x,
+        };
         let x = self.pre_layrnorm.forward(x);
         let (last, hidden_states) = self.encoder.forward(x, None, output_hidden_states);
         let cls_out = last.clone().slice([0..b, 0..1, 0..d]).reshape([b, d]);

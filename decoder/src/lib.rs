@@ -29,8 +29,9 @@ pub use config::{TextProjConfig, UNet2DConditionConfig};
 pub use error::DecoderError;
 pub use load::{DECODER_KEYMAP, TEXT_PROJ_KEYMAP};
 pub use sampling::{
-    DecoderRequest, GuidedDecoder, InitImage, LowNoiseExpert, StepInfo, TextConditioning,
-    no_progress, sample_decoder, sample_decoder_with_expert,
+    DecoderGuide, DecoderRequest, GuidedDecoder, InitImage, LowNoiseExpert, StepInfo,
+    TextConditioning, no_progress, sample_decoder, sample_decoder_guided,
+    sample_decoder_with_expert,
 };
 pub use text_proj::{TextProjOutput, UnCLIPTextProjModel};
 pub use train::{DecoderBatch, DecoderModels, DecoderTrainConfig, DecoderTrainer, StepLosses};

@@ -21,7 +21,8 @@ use std::ops::ControlFlow;
 
 use burn::tensor::{Bool, Tensor};
 use unclip_diffusion::{
-    NoiseSource, Sampler, UnCLIPScheduler, VarianceType, classifier_free_guidance,
+    GradientGuide, NoiseSource, Sampler, UnCLIPScheduler, VarianceType, apply_gradient_guidance,
+    classifier_free_guidance,
 };
 
 use crate::{DecoderError, UNet2DConditionModel, UnCLIPTextProjModel};
@@ -294,6 +295,49 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
     noise: &mut N,
     progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
 ) -> Result<Tensor<4>, DecoderError> {
+    sample_decoder_guided(
+        unet, text_proj, expert, None, scheduler, request, noise, progress,
+    )
+}
+
+/// Gradient guidance of the decoder's sampling: a [`GradientGuide`] (e.g. GLIDE's noised CLIP
+/// scoring `x_t` against the caption) and its scale.
+#[derive(Clone, Copy)]
+pub struct DecoderGuide<'a> {
+    pub guide: &'a dyn GradientGuide,
+    /// `0` disables the guide.
+    pub scale: f32,
+}
+
+/// [`sample_decoder_with_expert`] with optional gradient guidance: at every step the model's
+/// (classifier-free guided) prediction is shifted by `scale * grad log p(y | x_t)`
+/// ([`unclip_diffusion::apply_gradient_guidance`]) before the scheduler's step, as GLIDE's
+/// CLIP-guided sampler does. Only the prediction channels are shifted (learned variance is
+/// kept).
+///
+/// ```no_run
+/// # fn demo(unet: &unclip_decoder::UNet2DConditionModel, text_proj: &unclip_decoder::UnCLIPTextProjModel,
+/// #         scheduler: &mut unclip_diffusion::UnCLIPScheduler, request: unclip_decoder::DecoderRequest,
+/// #         guide: &dyn unclip_diffusion::GradientGuide) -> Result<(), unclip_decoder::DecoderError> {
+/// use unclip_decoder::{DecoderGuide, sample_decoder_guided};
+/// let mut noise = unclip_diffusion::SeededNoise::new(0);
+/// let images = sample_decoder_guided(
+///     unet, text_proj, None, Some(DecoderGuide { guide, scale: 100.0 }),
+///     scheduler, request, &mut noise, &mut |_| std::ops::ControlFlow::Continue(()),
+/// )?; // [B, 3, H, W] in [-1, 1]
+/// # Ok(()) }
+/// ```
+#[allow(clippy::too_many_arguments)]
+pub fn sample_decoder_guided<N: NoiseSource + ?Sized>(
+    unet: &UNet2DConditionModel,
+    text_proj: &UnCLIPTextProjModel,
+    expert: Option<LowNoiseExpert<'_>>,
+    guide: Option<DecoderGuide<'_>>,
+    scheduler: &mut UnCLIPScheduler,
+    request: DecoderRequest,
+    noise: &mut N,
+    progress: &mut dyn FnMut(&StepInfo<'_>) -> ControlFlow<()>,
+) -> Result<Tensor<4>, DecoderError> {
     let DecoderRequest {
         image_embeddings,
         text,
@@ -408,6 +452,22 @@ pub fn sample_decoder_with_expert<N: NoiseSource + ?Sized>(
             out.narrow(1, 0, c) // [B, C, H, W]: the prediction channels
         } else {
             out
+        };
+        let out = match guide {
+            Some(DecoderGuide { guide, scale }) if scale != 0.0 => {
+                let grad = guide.gradient(x.clone(), t)?; // [B, C, H, W]
+                let a_t = scheduler.schedule().alphas_cumprod()[t];
+                let kind = scheduler.config().prediction_type;
+                let guided =
+                    apply_gradient_guidance(out.clone().narrow(1, 0, c), grad, kind, a_t, scale)?;
+                if out.dims()[1] == c {
+                    guided
+                } else {
+                    // keep the variance channels: [B, 2C, H, W]
+                    Tensor::cat(vec![guided, out.narrow(1, c, c)], 1)
+                }
+            }
+            _ => out,
         };
         let step = scheduler.step_with(sampler, out, t, x, prev, noise)?;
         x = step.prev_sample;

@@ -611,3 +611,125 @@ fn init_image_starts_the_reverse_process_part_of_the_way() {
         "{err}"
     );
 }
+
+/// A guide that returns the same gradient at every step and records the timesteps it saw.
+struct FixedGuide {
+    grad: Tensor<4>,
+    seen: std::sync::Mutex<Vec<usize>>,
+}
+
+impl unclip_diffusion::GradientGuide for FixedGuide {
+    fn gradient(
+        &self,
+        x_t: Tensor<4>,
+        t: usize,
+    ) -> Result<Tensor<4>, unclip_diffusion::DiffusionError> {
+        assert_eq!(x_t.dims(), self.grad.dims(), "the guide sees x_t");
+        self.seen.lock().expect("lock").push(t);
+        Ok(self.grad.clone())
+    }
+}
+
+/// Gradient guidance (GLIDE's CLIP guidance, classifier guidance) shifts the eps prediction by
+/// `-sqrt(1 - a_t) * scale * grad` at every step before the scheduler's step, keeps the
+/// learned-variance channels, and is a no-op at scale 0. The expected loop is written out here
+/// with the fixture decoder's epsilon parametrisation.
+#[test]
+fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
+    use unclip_decoder::{DecoderGuide, GuidedDecoder, sample_decoder_guided};
+    use unclip_diffusion::{PredictionType, SeededNoise};
+    let device = test_device();
+    let Models {
+        io,
+        unet,
+        text_proj,
+        mut scheduler,
+        ..
+    } = models(&device);
+    assert_eq!(scheduler.config().prediction_type, PredictionType::Epsilon);
+    let c = unet.in_channels();
+    let steps = 4;
+    let request = latents_request(&io, &device, steps, Sampler::Ancestral);
+    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
+    let grad = unclip_diffusion::randn::<4, _>(&mut SeededNoise::new(5), latents.dims(), &device)
+        .expect("grad");
+    let guide = FixedGuide {
+        grad: grad.clone(),
+        seen: Default::default(),
+    };
+    let scale = 0.7;
+    let got = sample_decoder_guided(
+        &unet,
+        &text_proj,
+        None,
+        Some(DecoderGuide {
+            guide: &guide,
+            scale,
+        }),
+        &mut scheduler.clone(),
+        request.clone(),
+        &mut SeededNoise::new(11),
+        &mut no_progress,
+    )
+    .expect("guided sampling");
+
+    let model = GuidedDecoder::new(
+        &unet,
+        &text_proj,
+        request.image_embeddings.clone(),
+        request.text.clone(),
+        None,
+        1.0,
+    )
+    .expect("model");
+    scheduler.set_timesteps(steps).expect("timesteps");
+    let pairs = scheduler.timestep_pairs();
+    let mut noise = SeededNoise::new(11);
+    let mut x = latents * scheduler.init_noise_sigma();
+    for &(t, prev) in &pairs {
+        let out = model.output(x.clone(), t).expect("output"); // [B, 2C, H, W]
+        let a_t = scheduler.schedule().alphas_cumprod()[t];
+        let eps = out.clone().narrow(1, 0, c) - grad.clone().mul_scalar((1.0 - a_t).sqrt() * scale);
+        let out = Tensor::cat(vec![eps, out.narrow(1, c, c)], 1);
+        x = scheduler
+            .step(out, t, x, prev, &mut noise)
+            .expect("step")
+            .prev_sample;
+    }
+    let expected = x.clamp(-1.0, 1.0);
+    let diff = max_abs_diff(got.clone(), expected);
+    assert!(diff < 1e-5, "max abs difference {diff}");
+    let seen = guide.seen.lock().expect("lock").clone();
+    let want: Vec<usize> = pairs.iter().map(|p| p.0).collect();
+    assert_eq!(seen, want, "the guide is asked once per step");
+
+    // The guidance changed the samples, and scale 0 is the unguided sampler.
+    let plain = sample_decoder(
+        &unet,
+        &text_proj,
+        &mut scheduler.clone(),
+        request.clone(),
+        &mut SeededNoise::new(11),
+        &mut no_progress,
+    )
+    .expect("plain");
+    assert!(
+        max_abs_diff(got, plain.clone()) > 1e-3,
+        "guidance changed nothing"
+    );
+    let zero = sample_decoder_guided(
+        &unet,
+        &text_proj,
+        None,
+        Some(DecoderGuide {
+            guide: &guide,
+            scale: 0.0,
+        }),
+        &mut scheduler.clone(),
+        request,
+        &mut SeededNoise::new(11),
+        &mut no_progress,
+    )
+    .expect("scale 0");
+    assert_eq!(max_abs_diff(zero, plain), 0.0);
+}

@@ -58,3 +58,62 @@ pub fn classifier_free_guidance<const D: usize>(
         }
     }
 }
+
+/// A differentiable guide for a diffusion sampler: `grad_{x_t} log p(y | x_t)` for the batch's
+/// targets `y` (classifier guidance, Dhariwal & Nichol 2021; GLIDE's guidance by a noised CLIP,
+/// where `log p` is the scaled cosine similarity of the noised image's and the caption's CLIP
+/// embeddings).
+pub trait GradientGuide {
+    /// `x_t [B, C, H, W]` at timestep `t` -> the gradient `[B, C, H, W]`.
+    fn gradient(&self, x_t: Tensor<4>, t: usize) -> Result<Tensor<4>, DiffusionError>;
+}
+
+/// Applies classifier guidance to a model output: `eps' = eps - sqrt(1 - a_t) * scale * grad`
+/// (Dhariwal & Nichol's Algorithm 2; for the ancestral step this is their Algorithm 1's mean
+/// shift `scale * Sigma * grad` up to `a_t` against `a_{t-1}`), with `x_t` held fixed, re-expressed
+/// in the prediction type of `model_output`:
+///
+/// - epsilon: `out - sqrt(1 - a) s g`;
+/// - sample (x_0): `out + (1 - a) / sqrt(a) s g`;
+/// - v: `out - sqrt(1 - a) / sqrt(a) s g` (from `v = sqrt(a) eps - sqrt(1 - a) x_0`).
+///
+/// `model_output` and `grad` are `[B, C, ...]` (prediction channels only); `alpha_prod_t` is
+/// `a_t`, the cumulative product of the alphas at `t`.
+///
+/// ```
+/// use burn::tensor::{Device, Tensor};
+/// use unclip_diffusion::{PredictionType, apply_gradient_guidance};
+/// let device = Device::flex();
+/// let out = Tensor::<2>::zeros([1, 2], &device);
+/// let grad = Tensor::<2>::ones([1, 2], &device);
+/// let g = apply_gradient_guidance(out, grad, PredictionType::Epsilon, 0.75, 2.0).unwrap();
+/// assert_eq!(g.into_data().try_to_vec::<f32>().unwrap(), vec![-1.0, -1.0]); // -sqrt(0.25) * 2
+/// ```
+pub fn apply_gradient_guidance<const D: usize>(
+    model_output: Tensor<D>,
+    grad: Tensor<D>,
+    prediction_type: crate::PredictionType,
+    alpha_prod_t: f32,
+    scale: f32,
+) -> Result<Tensor<D>, DiffusionError> {
+    if model_output.dims() != grad.dims() {
+        return Err(DiffusionError::ShapeMismatch {
+            what: "guidance gradient",
+            found: grad.dims().to_vec(),
+            expected: format!("the model output's {:?}", model_output.dims()),
+        });
+    }
+    if !(alpha_prod_t > 0.0 && alpha_prod_t <= 1.0) {
+        return Err(DiffusionError::InvalidArgument {
+            what: "alpha_prod_t",
+            message: format!("{alpha_prod_t}: expected a value in (0, 1]"),
+        });
+    }
+    let (a, b) = (alpha_prod_t.sqrt(), (1.0 - alpha_prod_t).sqrt());
+    let k = match prediction_type {
+        crate::PredictionType::Epsilon => -b,
+        crate::PredictionType::Sample => b * b / a,
+        crate::PredictionType::VPrediction => -b / a,
+    };
+    Ok(model_output + grad.mul_scalar(k * scale))
+}

@@ -25,7 +25,7 @@ pub use config::{
     BetaSchedule, PredictionType, SchedulerConfig, TimestepSpacing, TrainSchedule, VarianceType,
 };
 pub use error::{ConfigError, DiffusionError};
-pub use guidance::classifier_free_guidance;
+pub use guidance::{GradientGuide, apply_gradient_guidance, classifier_free_guidance};
 pub use loss::{
     HybridLossConfig, LossTerms, LossWeighting, T0Likelihood, TrainingObjective, sample_timesteps,
 };

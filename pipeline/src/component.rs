@@ -10,6 +10,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, DeviceError, FloatDType, Tensor};
 use unclip_clip::{
     ClipTextConfig, ClipTextModelWithProjection, ClipVisionConfig, ClipVisionModelWithProjection,
+    NoisedClipVisionModel,
 };
 use unclip_decoder::{
     TextProjConfig, UNet2DConditionConfig, UNet2DConditionModel, UnCLIPTextProjModel,
@@ -116,6 +117,15 @@ component_model!(
 );
 component_model!(
     ClipVisionModelWithProjection,
+    (),
+    "model",
+    |dir| {
+        ClipVisionConfig::from_file(dir.join("config.json"))?;
+    },
+    |_m| ()
+);
+component_model!(
+    NoisedClipVisionModel,
     (),
     "model",
     |dir| {

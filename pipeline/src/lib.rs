@@ -17,12 +17,14 @@
 //! # Ok::<(), unclip::UnclipError>(())
 //! ```
 
+mod clip_guidance;
 mod component;
 mod error;
 mod index;
 mod pipeline;
 mod progress;
 
+pub use clip_guidance::NoisedClipGuide;
 pub use component::{Component, ComponentModel, MemoryMode};
 pub use error::UnclipError;
 pub use index::ModelIndex;

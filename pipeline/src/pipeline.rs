@@ -10,11 +10,11 @@ use burn::tensor::{Bool, Device, FloatDType, Int, Tensor, TensorData};
 use image::RgbImage;
 use unclip_clip::{
     ClipImageProcessor, ClipTextModelWithProjection, ClipVisionConfig,
-    ClipVisionModelWithProjection, Rgb8,
+    ClipVisionModelWithProjection, NoisedClipVisionModel, Rgb8,
 };
 use unclip_decoder::{
-    DecoderError, DecoderRequest, GuidedDecoder, TextConditioning, UNet2DConditionModel,
-    UnCLIPTextProjModel, sample_decoder,
+    DecoderError, DecoderGuide, DecoderRequest, GuidedDecoder, TextConditioning,
+    UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder_guided,
 };
 use unclip_diffusion::{NoiseSource, Sampler, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
@@ -59,6 +59,12 @@ pub struct Settings {
     /// was conditioned on, and super-resolves only that one (CLIP reranking, as DALL-E's; it
     /// needs the folder's `image_encoder`). Costs one decoder run per candidate.
     pub decoder_candidates: usize,
+    /// GLIDE's CLIP guidance of the decoder: at every decoder step the prediction is shifted by
+    /// this scale times `grad_{x_t}` of the noised CLIP's logit of the caption
+    /// (`exp(logit_scale) * cos(image, caption)`; Dhariwal & Nichol's classifier guidance,
+    /// [`unclip_decoder::sample_decoder_guided`]). Needs the folder's `noised_image_encoder`;
+    /// `0` (the default) disables it. Costs one noised-CLIP forward and backward per step.
+    pub decoder_clip_guidance_scale: f32,
     /// Seed of the default noise source.
     pub seed: u64,
     /// Run the super-resolution stages (otherwise the decoder's 64x64 output is returned).
@@ -79,6 +85,7 @@ impl Default for Settings {
             decoder_guidance_scale: 8.0,
             prior_candidates: 1,
             decoder_candidates: 1,
+            decoder_clip_guidance_scale: 0.0,
             seed: 0,
             super_res: true,
             decoder_sampler: Sampler::Ancestral,
@@ -219,6 +226,9 @@ pub struct UnclipPipeline {
     pub text_encoder: Component<ClipTextModelWithProjection>,
     /// CLIP image encoder, present in image-variations checkpoints.
     pub image_encoder: Option<Component<ClipVisionModelWithProjection>>,
+    /// GLIDE's noised CLIP image tower (`noised_image_encoder/`), for
+    /// [`Settings::decoder_clip_guidance_scale`].
+    pub noised_image_encoder: Option<Component<NoisedClipVisionModel>>,
     /// CLIP image preprocessing of the image encoder.
     pub feature_extractor: Option<ClipImageProcessor>,
     /// Diffusion prior, present in text-to-image checkpoints.
@@ -313,6 +323,7 @@ pub struct UnclipBuilder {
     tokenizer: Option<ClipTokenizer>,
     text_encoder: Option<ClipTextModelWithProjection>,
     image_encoder: Option<ClipVisionModelWithProjection>,
+    noised_image_encoder: Option<NoisedClipVisionModel>,
     prior: Option<PriorTransformer>,
     prior_scheduler: Option<UnCLIPScheduler>,
     decoder: Option<UNet2DConditionModel>,
@@ -423,6 +434,11 @@ impl UnclipBuilder {
         decoder_candidates, decoder_candidates, usize
     );
     setter!(
+        /// GLIDE's CLIP guidance of the decoder by the noised CLIP (see
+        /// [`Settings::decoder_clip_guidance_scale`]).
+        decoder_clip_guidance_scale, decoder_clip_guidance_scale, f32
+    );
+    setter!(
         /// Seed of the default noise source.
         seed, seed, u64
     );
@@ -448,6 +464,13 @@ impl UnclipBuilder {
     /// An image encoder instead of the folder's (kept resident in every memory mode).
     pub fn image_encoder(mut self, m: ClipVisionModelWithProjection) -> Self {
         self.image_encoder = Some(m);
+        self
+    }
+
+    /// The noised CLIP image tower for the decoder's CLIP guidance
+    /// ([`Settings::decoder_clip_guidance_scale`]).
+    pub fn noised_image_encoder(mut self, m: NoisedClipVisionModel) -> Self {
+        self.noised_image_encoder = Some(m);
         self
     }
     /// A prior instead of the folder's (kept resident in every memory mode); give its
@@ -577,6 +600,18 @@ impl UnclipBuilder {
             )?),
             None => None,
         };
+        let noised_image_encoder = match self.noised_image_encoder {
+            Some(m) => Some(Component::resident("noised_image_encoder", m, dtype)),
+            None if has("noised_image_encoder") => Some(component(
+                "noised_image_encoder",
+                None,
+                &sub,
+                mode,
+                &device,
+                dtype,
+            )?),
+            None => None,
+        };
         let feature_extractor = if has("feature_extractor") {
             Some(ClipImageProcessor::from_file(
                 sub("feature_extractor")?.join("preprocessor_config.json"),
@@ -651,6 +686,7 @@ impl UnclipBuilder {
             tokenizer,
             text_encoder,
             image_encoder,
+            noised_image_encoder,
             feature_extractor,
             prior,
             prior_scheduler,
@@ -764,6 +800,9 @@ impl UnclipPipeline {
             self.image_encoder
                 .as_ref()
                 .map(|c| ("image_encoder", c.is_resident())),
+            self.noised_image_encoder
+                .as_ref()
+                .map(|c| ("noised_image_encoder", c.is_resident())),
             self.prior.as_ref().map(|c| ("prior", c.is_resident())),
             Some(("text_proj", self.text_proj.is_resident())),
             Some(("decoder", self.decoder.is_resident())),
@@ -993,9 +1032,29 @@ impl UnclipPipeline {
         // The decoder stage's models, dropped (when staged) before super-resolution loads.
         let decoder = self.hold(&self.decoder)?;
         let text_proj = self.hold(&self.text_proj)?;
-        let candidates = sample_decoder(
+        let clip_scale = self.settings.decoder_clip_guidance_scale;
+        let guide = if clip_scale != 0.0 {
+            let tower = self.noised_image_encoder.as_ref().ok_or_else(|| {
+                UnclipError::InvalidSetting {
+                    name: "decoder_clip_guidance_scale",
+                    message: format!(
+                        "{clip_scale}: CLIP guidance needs a noised CLIP (`noised_image_encoder`), and this pipeline has none (use 0)"
+                    ),
+                }
+            })?;
+            let tower = self.hold(tower)?;
+            Some(crate::NoisedClipGuide::new(&tower, cond_k.embeds.clone()))
+        } else {
+            None
+        };
+        let candidates = sample_decoder_guided(
             &decoder,
             &text_proj,
+            None,
+            guide.as_ref().map(|g| DecoderGuide {
+                guide: g,
+                scale: clip_scale,
+            }),
             &mut scheduler,
             DecoderRequest {
                 image_embeddings: emb_k,

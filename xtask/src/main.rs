@@ -22,6 +22,7 @@ use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
+mod noised_clip;
 mod shapes;
 mod shapes_eval;
 
@@ -90,6 +91,11 @@ enum Task {
     EvalDecoder(shapes_eval::EvalDecoderArgs),
     /// Measure the prior of a shapes model in CLIP image-embedding space (nearest render).
     EvalPrior(shapes_eval::EvalPriorArgs),
+    /// How far reranking K decoder samples per caption can go (oracle's pick) and how far
+    /// CLIP's image- and text-embedding scores take it.
+    EvalRerank(shapes_eval::EvalRerankArgs),
+    /// Train GLIDE's noised CLIP image tower for a shapes model (decoder CLIP guidance).
+    TrainNoisedClip(noised_clip::NoisedClipArgs),
     /// Write the decoder's training stream (or held-out examples) with its CLIP conditioning to
     /// a safetensors file, to train or measure another implementation on the same data.
     DumpDecoderStream(shapes::DumpArgs),
@@ -125,6 +131,8 @@ fn main() {
         Task::EvalSr(a) => exit_on_error(shapes_eval::eval_sr(&a)),
         Task::EvalDecoder(a) => exit_on_error(shapes_eval::eval_decoder(&a)),
         Task::EvalPrior(a) => exit_on_error(shapes_eval::eval_prior(&a)),
+        Task::EvalRerank(a) => exit_on_error(shapes_eval::eval_rerank(&a)),
+        Task::TrainNoisedClip(a) => exit_on_error(noised_clip::train(&a)),
         Task::RenderShape(a) => exit_on_error(shapes_eval::render(&a)),
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchTrainDecoder(o) => exit_on_error(bench_train_decoder(&o)),

@@ -252,7 +252,7 @@ fn decoder_schedule(name: &str) -> Result<TrainSchedule, Error> {
 }
 
 /// Examples of step `step` of a stage: a fresh seeded draw from the training split.
-fn batch(seed: u64, stage: u64, step: u64, n: usize) -> Vec<Example> {
+pub(crate) fn batch(seed: u64, stage: u64, step: u64, n: usize) -> Vec<Example> {
     let s = seed
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .wrapping_add(stage << 40)
@@ -326,7 +326,7 @@ fn clip_config() -> ClipConfig {
     serde_json::from_str(CLIP_CONFIG).expect("embedded CLIP config")
 }
 
-fn bar(total: u64, done: u64, name: &str) -> ProgressBar {
+pub(crate) fn bar(total: u64, done: u64, name: &str) -> ProgressBar {
     let pb = ProgressBar::new(total);
     pb.set_style(
         ProgressStyle::with_template(&format!(
@@ -339,7 +339,7 @@ fn bar(total: u64, done: u64, name: &str) -> ProgressBar {
 }
 
 /// Appends `step,loss` lines to `dir/losses.csv` and prints every `every` steps.
-struct LossLog {
+pub(crate) struct LossLog {
     file: std::fs::File,
     name: &'static str,
     start: Instant,
@@ -347,7 +347,7 @@ struct LossLog {
 }
 
 impl LossLog {
-    fn open(dir: &Path, name: &'static str) -> Result<Self, Error> {
+    pub(crate) fn open(dir: &Path, name: &'static str) -> Result<Self, Error> {
         std::fs::create_dir_all(dir)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -361,7 +361,7 @@ impl LossLog {
         })
     }
 
-    fn log(&mut self, step: u64, loss: f32, pb: &ProgressBar) -> Result<(), Error> {
+    pub(crate) fn log(&mut self, step: u64, loss: f32, pb: &ProgressBar) -> Result<(), Error> {
         writeln!(self.file, "{step},{loss}")?;
         self.window.push(loss);
         pb.set_position(step);
@@ -386,7 +386,7 @@ fn warmup_lr(lr: f64, step: u64, warmup: u64) -> f64 {
 }
 
 /// Warm-up, then a cosine decay to 5% of `lr` at `total` steps.
-fn cosine_lr(lr: f64, step: u64, warmup: u64, total: u64) -> f64 {
+pub(crate) fn cosine_lr(lr: f64, step: u64, warmup: u64, total: u64) -> f64 {
     let cos = 0.5 * (1.0 + (std::f64::consts::PI * step as f64 / total.max(1) as f64).cos());
     warmup_lr(lr, step, warmup) * (0.05 + 0.95 * cos)
 }

@@ -55,6 +55,9 @@ pub struct EvalArgs {
     /// Decoder samples per image reranked by CLIP (default: the folder's).
     #[arg(long)]
     pub decoder_candidates: Option<usize>,
+    /// GLIDE's CLIP guidance scale of the decoder (default: the folder's).
+    #[arg(long)]
+    pub decoder_clip_guidance: Option<f32>,
     /// Skip the variations and interpolation checks.
     #[arg(long)]
     pub text_only: bool,
@@ -158,6 +161,9 @@ fn settings(args: &EvalArgs) -> Result<Settings, Error> {
         prior_guidance_scale: args.prior_guidance.unwrap_or(d.prior_guidance_scale),
         decoder_sampler: args.decoder_sampler.unwrap_or(d.decoder_sampler),
         decoder_candidates: args.decoder_candidates.unwrap_or(d.decoder_candidates),
+        decoder_clip_guidance_scale: args
+            .decoder_clip_guidance
+            .unwrap_or(d.decoder_clip_guidance_scale),
         ..d
     })
 }
@@ -209,7 +215,7 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     writeln!(
         report,
         "Model `{}`; settings: prior {} steps (guidance {}), decoder {} steps (guidance {}, {}, \
-         {} candidate(s) per image reranked by CLIP), super-resolution {} steps per stage; \
+         {} candidate(s) per image reranked by CLIP, CLIP guidance {}), super-resolution {} steps per stage; \
          canonical captions (\"a {{size}} {{colour}} {{shape}} in the {{position}}\"), {} image(s) \
          per combination.\n",
         args.model.display(),
@@ -219,6 +225,7 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
         s.decoder_guidance_scale,
         s.decoder_sampler,
         s.decoder_candidates,
+        s.decoder_clip_guidance_scale,
         s.super_res_steps,
         args.per_combo
     )?;
@@ -1194,4 +1201,158 @@ fn own_cos(refs: &[(Attributes, Vec<f32>)], a: &Attributes, e: &[f32]) -> f32 {
         .map(|(_, r)| dot(e, r))
         .collect();
     own.iter().sum::<f32>() / own.len().max(1) as f32
+}
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct EvalRerankArgs {
+    /// The model folder.
+    #[arg(long, default_value = "models/shapes")]
+    pub model: PathBuf,
+    /// Decoder candidates per prior sample.
+    #[arg(long, default_value_t = 8)]
+    pub candidates: usize,
+    /// Held-out combinations to score (default: all 40).
+    #[arg(long)]
+    pub held: Option<usize>,
+    /// Captions per pipeline call (each drawn `candidates` times).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long)]
+    pub decoder_steps: Option<usize>,
+    #[arg(long)]
+    pub decoder_guidance: Option<f32>,
+    /// Decoder sampler: `ancestral`, `ddim` or `ddim:<eta>` (default: the folder's).
+    #[arg(long)]
+    pub decoder_sampler: Option<unclip::Sampler>,
+    /// Write the report (markdown) here as well as to stdout.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+}
+
+/// How far reranking decoder samples can go, and how far CLIP's scores take it: the canonical
+/// caption of each held-out combination -> one prior sample -> `candidates` decoder samples
+/// (the decoder's own output, bicubic to 128x128, no super-resolution), read by the oracle.
+/// Rows: a single candidate (the mean over candidates), the best of K by the image-embedding
+/// cosine (the pipeline's `decoder_candidates`), by the caption's text-embedding cosine, by
+/// their sum, and the oracle's own pick (an upper bound that no model can use: whether any of
+/// the K is right).
+pub fn eval_rerank(args: &EvalRerankArgs) -> Result<(), Error> {
+    use unclip_diffusion::SeededNoise;
+    let t0 = std::time::Instant::now();
+    let d = Settings::from_model_dir(&args.model)?;
+    let k = args.candidates.max(1);
+    let settings = Settings {
+        decoder_steps: args.decoder_steps.unwrap_or(d.decoder_steps),
+        decoder_guidance_scale: args.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
+        decoder_sampler: args.decoder_sampler.unwrap_or(d.decoder_sampler),
+        decoder_candidates: 1,
+        super_res: false,
+        ..d
+    };
+    let pipe = UnclipBuilder::new()
+        .device(crate::shapes::compute_device()?)
+        .from_pretrained(&args.model)
+        .settings(settings.clone())
+        .build()?;
+    let mut held = combinations(Split::HeldOut);
+    held.truncate(args.held.unwrap_or(held.len()));
+    // Per caption: the oracle scores and the three CLIP scores of its K candidates.
+    let mut rows: Vec<(Vec<Score>, Vec<f32>, Vec<f32>)> = Vec::new();
+    for (ci, chunk) in held.chunks(args.batch.max(1)).enumerate() {
+        let texts: Vec<String> = chunk.iter().map(|a| caption(a, 0)).collect();
+        let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let b = texts.len();
+        let cond = pipe.encode_text(&texts)?;
+        let uncond = pipe.encode_text(&vec![""; b])?;
+        let mut noise = SeededNoise::new(1000 + ci as u64);
+        let emb =
+            pipe.sample_prior(&cond, &uncond, None, &mut noise, &mut |_| Control::Continue)?; // [B, E]
+        let emb_k = burn::tensor::Tensor::cat(vec![emb.clone(); k], 0); // [K * B, E]
+        let out = pipe.decode(
+            emb_k,
+            &UnclipPipeline::repeat_text(&cond, k),
+            &UnclipPipeline::repeat_text(&uncond, k),
+            None,
+            None,
+            &mut noise,
+            &mut |_| Control::Continue,
+        )?;
+        // Candidate c of caption i at row c * B + i.
+        let (_, img_cos) = pipe.best_candidates(out.image_small.clone(), &emb, k)?;
+        let rgb =
+            unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(out.image_small.clone()))?;
+        let cand = unit_rows(pipe.encode_images(&rgb)?)?; // [K * B][E]
+        let txt = unit_rows(cond.embeds.clone())?; // [B][E]
+        let big = unclip_upsampler::resize_bicubic_antialias(out.image_small, [128, 128])
+            .clamp(-1.0, 1.0);
+        let big = unclip_upsampler::to_rgb8(unclip_upsampler::to_unit_range(big))?;
+        for (i, a) in chunk.iter().enumerate() {
+            let rows_i: Vec<usize> = (0..k).map(|c| c * b + i).collect();
+            rows.push((
+                rows_i.iter().map(|&r| oracle::score(&big[r], a)).collect(),
+                rows_i.iter().map(|&r| img_cos[r]).collect(),
+                rows_i.iter().map(|&r| dot(&cand[r], &txt[i])).collect(),
+            ));
+        }
+        eprint!(".");
+    }
+    eprintln!();
+    let argmax = |v: &[f32]| {
+        (0..v.len())
+            .max_by(|&x, &y| v[x].total_cmp(&v[y]))
+            .unwrap_or(0)
+    };
+    let (mut single, mut by_img, mut by_txt, mut by_sum, mut best) = (
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+        Tally::default(),
+    );
+    let all = |s: &Score| s.shape && s.colour && s.size && s.position;
+    for (scores, ic, tc) in &rows {
+        for s in scores {
+            single.add(s);
+        }
+        by_img.add(&scores[argmax(ic)]);
+        by_txt.add(&scores[argmax(tc)]);
+        let sum: Vec<f32> = ic.iter().zip(tc).map(|(a, b)| a + b).collect();
+        by_sum.add(&scores[argmax(&sum)]);
+        // The oracle's pick: an all-four-right candidate if any, else a right-shaped one.
+        let pick = scores
+            .iter()
+            .position(all)
+            .or_else(|| scores.iter().position(|s| s.shape))
+            .unwrap_or(0);
+        best.add(&scores[pick]);
+    }
+    let mut report = String::new();
+    writeln!(
+        report,
+        "Model `{}`; {} held-out canonical captions, one prior sample each (guidance {}), {k} \
+         decoder samples each ({} steps, guidance {}, {}); the decoder's output, bicubic to \
+         128x128; {:.0} s.\n",
+        args.model.display(),
+        rows.len(),
+        settings.prior_guidance_scale,
+        settings.decoder_steps,
+        settings.decoder_guidance_scale,
+        settings.decoder_sampler,
+        t0.elapsed().as_secs_f64()
+    )?;
+    writeln!(
+        report,
+        "| pick | images | shape | colour | size | position | all four |"
+    )?;
+    writeln!(report, "|---|---|---|---|---|---|---|")?;
+    writeln!(report, "{}", single.row("any one candidate (mean)"))?;
+    writeln!(report, "{}", by_img.row("best image-embedding cosine"))?;
+    writeln!(report, "{}", by_txt.row("best caption (text) cosine"))?;
+    writeln!(report, "{}", by_sum.row("best sum of both"))?;
+    writeln!(report, "{}", best.row("oracle's pick (upper bound)"))?;
+    print!("{report}");
+    if let Some(p) = &args.report {
+        std::fs::write(p, &report)?;
+    }
+    Ok(())
 }
