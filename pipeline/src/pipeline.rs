@@ -575,6 +575,22 @@ impl UnclipBuilder {
                 None => Component::from_dir(name, sub(name)?, mode, device, dtype),
             }
         }
+        // An optional component: the given model, else the folder's when its index lists it.
+        fn optional<M: ComponentModel>(
+            name: &'static str,
+            given: Option<M>,
+            listed: bool,
+            sub: &dyn Fn(&'static str) -> Result<PathBuf, UnclipError>,
+            mode: MemoryMode,
+            device: &Device,
+            dtype: FloatDType,
+        ) -> Result<Option<Component<M>>, UnclipError> {
+            match given {
+                Some(m) => Ok(Some(Component::resident(name, m, dtype))),
+                None if listed => Ok(Some(component(name, None, sub, mode, device, dtype)?)),
+                None => Ok(None),
+            }
+        }
 
         let tokenizer = match self.tokenizer {
             Some(t) => t,
@@ -588,30 +604,24 @@ impl UnclipBuilder {
             &device,
             dtype,
         )?;
-        let image_encoder = match self.image_encoder {
-            Some(m) => Some(Component::resident("image_encoder", m, dtype)),
-            None if has("image_encoder") => Some(component(
-                "image_encoder",
-                None,
-                &sub,
-                mode,
-                &device,
-                dtype,
-            )?),
-            None => None,
-        };
-        let noised_image_encoder = match self.noised_image_encoder {
-            Some(m) => Some(Component::resident("noised_image_encoder", m, dtype)),
-            None if has("noised_image_encoder") => Some(component(
-                "noised_image_encoder",
-                None,
-                &sub,
-                mode,
-                &device,
-                dtype,
-            )?),
-            None => None,
-        };
+        let image_encoder = optional(
+            "image_encoder",
+            self.image_encoder,
+            has("image_encoder"),
+            &sub,
+            mode,
+            &device,
+            dtype,
+        )?;
+        let noised_image_encoder = optional(
+            "noised_image_encoder",
+            self.noised_image_encoder,
+            has("noised_image_encoder"),
+            &sub,
+            mode,
+            &device,
+            dtype,
+        )?;
         let feature_extractor = if has("feature_extractor") {
             Some(ClipImageProcessor::from_file(
                 sub("feature_extractor")?.join("preprocessor_config.json"),
@@ -635,11 +645,15 @@ impl UnclipBuilder {
                 }
             }
         };
-        let prior = match self.prior {
-            Some(m) => Some(Component::resident("prior", m, dtype)),
-            None if has("prior") => Some(component("prior", None, &sub, mode, &device, dtype)?),
-            None => None,
-        };
+        let prior = optional(
+            "prior",
+            self.prior,
+            has("prior"),
+            &sub,
+            mode,
+            &device,
+            dtype,
+        )?;
         let prior_scheduler = match self.prior_scheduler {
             Some(s) => Some(s),
             None if prior.is_some() => Some(scheduler(dir.as_deref(), "prior_scheduler")?),

@@ -1139,9 +1139,9 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
         pipe.settings.prior_steps
     );
     println!(
-        "| embeddings | combinations | n | shape | colour | size | position | all four | mean cos to own renders |"
+        "| embeddings | combinations | n | shape | colour | size | position | all four | mean cos to own renders | mean L2 norm |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (name, combos) in [("held out", &held), ("seen", &seen)] {
         if combos.is_empty() {
             continue;
@@ -1149,25 +1149,28 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
         // Ceiling: jittered renders on a random background.
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         let mut tally = Tally::default();
-        let mut cos = 0.0f32;
+        let (mut cos, mut norm) = (0.0f32, 0.0f32);
         for chunk in combos.chunks(64) {
             for _ in 0..args.per_combo {
                 let imgs: Vec<RgbImage> = chunk
                     .iter()
                     .map(|a| Scene::random(*a, &mut rng).render(128))
                     .collect();
-                for (a, e) in chunk.iter().zip(unit_rows(pipe.encode_images(&imgs)?)?) {
+                let emb = pipe.encode_images(&imgs)?;
+                norm += norm_sum(emb.clone())?;
+                for (a, e) in chunk.iter().zip(unit_rows(emb)?) {
                     tally.add(&score(&read(&e), a));
                     cos += own_cos(&refs, a, &e);
                 }
             }
         }
         let row = tally.row(&format!("renders | {name}"));
-        println!("{row} {:.3} |", cos / tally.n.max(1) as f32);
+        let n = tally.n.max(1) as f32;
+        println!("{row} {:.3} | {:.3} |", cos / n, norm / n);
         for &g in &args.guidance {
             pipe.settings.prior_guidance_scale = g;
             let mut tally = Tally::default();
-            let mut cos = 0.0f32;
+            let (mut cos, mut norm) = (0.0f32, 0.0f32);
             for chunk in combos.chunks(64) {
                 let texts: Vec<String> = chunk.iter().map(|a| caption(a, 0)).collect();
                 let texts: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
@@ -1179,6 +1182,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                     let emb = pipe.sample_prior(&cond, &uncond, None, &mut noise, &mut |_| {
                         Control::Continue
                     })?;
+                    norm += norm_sum(emb.clone())?;
                     for (a, e) in chunk.iter().zip(unit_rows(emb)?) {
                         tally.add(&score(&read(&e), a));
                         cos += own_cos(&refs, a, &e);
@@ -1186,11 +1190,25 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                 }
             }
             let row = tally.row(&format!("prior, guidance {g} | {name}"));
-            println!("{row} {:.3} |", cos / tally.n.max(1) as f32);
+            let n = tally.n.max(1) as f32;
+            println!("{row} {:.3} | {:.3} |", cos / n, norm / n);
         }
     }
     println!("\n(wall time {:.0} s)", t0.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// The sum of the rows' L2 norms of `x [N, E]`.
+fn norm_sum(x: burn::tensor::Tensor<2>) -> Result<f32, Error> {
+    let [_, e] = x.dims();
+    let v = x
+        .into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .map_err(|err| format!("embeddings to host: {err:?}"))?;
+    Ok(v.chunks(e.max(1))
+        .map(|r| r.iter().map(|a| a * a).sum::<f32>().sqrt())
+        .sum())
 }
 
 /// Mean cosine of `e` to the reference renders of its own combination.
