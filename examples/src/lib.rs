@@ -46,6 +46,10 @@ pub struct ModelArgs {
     /// the model folder's, else 1; needs an image encoder in the folder).
     #[arg(long, value_name = "K")]
     pub decoder_candidates: Option<usize>,
+    /// GLIDE's CLIP guidance of the decoder by a noised CLIP, 0 for none (default: the model
+    /// folder's, else 0; needs a `noised_image_encoder` in the folder).
+    #[arg(long, value_name = "S")]
+    pub clip_guidance: Option<f32>,
 }
 
 /// Which kind of checkpoint an example needs.
@@ -78,6 +82,9 @@ impl ModelArgs {
             decoder_guidance_scale: self.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
             decoder_sampler: self.decoder_sampler.unwrap_or(d.decoder_sampler),
             decoder_candidates: self.decoder_candidates.unwrap_or(d.decoder_candidates),
+            decoder_clip_guidance_scale: self
+                .clip_guidance
+                .unwrap_or(d.decoder_clip_guidance_scale),
             seed: self.seed,
             ..d
         })
@@ -324,7 +331,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("temp dir");
         std::fs::write(
             dir.join(unclip::SETTINGS_FILE),
-            r#"{"decoder_steps": 250, "decoder_guidance_scale": 3.0, "prior_guidance_scale": 2.0, "decoder_candidates": 3}"#,
+            r#"{"decoder_steps": 250, "decoder_guidance_scale": 3.0, "prior_guidance_scale": 2.0, "decoder_candidates": 3, "decoder_clip_guidance_scale": 20.0}"#,
         )
         .expect("write");
         let parse = |args: &[&str]| {
@@ -343,7 +350,10 @@ mod tests {
         );
         assert_eq!(s.decoder_sampler, unclip::Sampler::Ancestral);
         assert_eq!(s.decoder_candidates, 3);
+        assert_eq!(s.decoder_clip_guidance_scale, 20.0);
         let s = parse(&[
+            "--clip-guidance",
+            "0",
             "--decoder-candidates",
             "1",
             "--decoder-guidance",
@@ -359,6 +369,7 @@ mod tests {
         );
         assert_eq!(s.decoder_sampler, unclip::Sampler::Ddim { eta: 0.5 });
         assert_eq!(s.decoder_candidates, 1);
+        assert_eq!(s.decoder_clip_guidance_scale, 0.0);
         assert!(Cli::try_parse_from(["x", "--decoder-sampler", "euler"]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
