@@ -191,9 +191,20 @@ mod tests {
     use burn::nn::{Linear, LinearConfig};
     use burn::tensor::Device;
 
+    /// A fixed layer (not a random draw, so the checked derivatives are the same every run and
+    /// well away from zero) and input.
     fn setup() -> (Linear, Tensor<2>) {
         let device = Device::flex().autodiff();
-        let lin = LinearConfig::new(3, 2).init(&device);
+        let mut lin = LinearConfig::new(3, 2).init(&device);
+        // burn's Linear weight is [d_in, d_out].
+        lin.weight = Param::from_tensor(Tensor::<2>::from_floats(
+            [[0.3, 0.05], [-0.2, 0.4], [0.1, -0.3]],
+            &device,
+        ));
+        lin.bias = Some(Param::from_tensor(Tensor::<1>::from_floats(
+            [0.1, -0.1],
+            &device,
+        )));
         let x = Tensor::<2>::from_floats([[0.5, -1.0, 2.0], [1.5, 0.25, -0.5]], &device);
         (lin, x)
     }
