@@ -195,7 +195,7 @@ impl ClipVisionConfig {
             self.hidden_size,
             self.num_attention_heads,
         )?;
-        if self.patch_size == 0 || self.image_size % self.patch_size != 0 {
+        if self.patch_size == 0 || !self.image_size.is_multiple_of(self.patch_size) {
             return Err(LoadError::UnsupportedConfig {
                 path: path.to_path_buf(),
                 message: format!(
@@ -274,7 +274,7 @@ fn from_value<T: serde::de::DeserializeOwned>(
 }
 
 fn validate_heads(path: &Path, which: &str, hidden: usize, heads: usize) -> Result<(), LoadError> {
-    if heads == 0 || hidden % heads != 0 {
+    if heads == 0 || !hidden.is_multiple_of(heads) {
         return Err(LoadError::UnsupportedConfig {
             path: path.to_path_buf(),
             message: format!(

@@ -48,7 +48,7 @@ fn noised_clip_guide_gradient_matches_finite_differences() {
         let eps = 1e-2;
         let plus = objective(&m, x.clone() + d.clone().mul_scalar(eps), t, text.clone());
         let minus = objective(&m, x.clone() - d.mul_scalar(eps), t, text.clone());
-        let numeric = (plus - minus) / (2.0 * eps as f64);
+        let numeric = (plus - minus) / (2.0 * eps);
         let rel = (analytic - numeric).abs() / analytic.abs().max(numeric.abs()).max(1e-3);
         assert!(
             rel < 2e-2,
