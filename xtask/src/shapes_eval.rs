@@ -58,6 +58,9 @@ pub struct EvalArgs {
     /// GLIDE's CLIP guidance scale of the decoder (default: the folder's).
     #[arg(long)]
     pub decoder_clip_guidance: Option<f32>,
+    /// Seed of the first pipeline call of the caption-fidelity check (call k uses seed + k).
+    #[arg(long, default_value_t = 1000)]
+    pub seed: u64,
     /// Skip the variations and interpolation checks.
     #[arg(long)]
     pub text_only: bool,
@@ -176,6 +179,7 @@ pub fn caption_fidelity(
     combos: &[Attributes],
     per: usize,
     batch: usize,
+    seed: u64,
 ) -> Result<(Tally, Tally, Vec<RgbImage>), Error> {
     let prompts: Vec<(Attributes, String)> = (0..per)
         .flat_map(|_| combos.iter().map(|a| (*a, caption(a, 0))))
@@ -184,7 +188,7 @@ pub fn caption_fidelity(
     let mut small_tally = Tally::default();
     let mut images = Vec::new();
     for (k, chunk) in prompts.chunks(batch).enumerate() {
-        pipe.settings.seed = 1000 + k as u64;
+        pipe.settings.seed = seed + k as u64;
         let texts: Vec<&str> = chunk.iter().map(|(_, p)| p.as_str()).collect();
         let out = pipe.text_to_image(&texts, &mut |_| Control::Continue)?;
         let [_, _, side, _] = out.images.dims();
@@ -234,8 +238,8 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
     let mut seen = combinations(Split::Train);
     seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
     seen.truncate(args.seen);
-    let (th, thd, ih) = caption_fidelity(&mut pipe, &held, args.per_combo, args.batch)?;
-    let (ts, tsd, is) = caption_fidelity(&mut pipe, &seen, args.per_combo, args.batch)?;
+    let (th, thd, ih) = caption_fidelity(&mut pipe, &held, args.per_combo, args.batch, args.seed)?;
+    let (ts, tsd, is) = caption_fidelity(&mut pipe, &seen, args.per_combo, args.batch, args.seed)?;
     writeln!(report, "Caption fidelity (oracle on the final images):\n")?;
     writeln!(
         report,
