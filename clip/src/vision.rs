@@ -74,6 +74,25 @@ impl ClipVisionTransformer {
         }
     }
 
+    /// The `[C, S, S]` image this tower's weights take (channels from the patch embedding, the
+    /// side from its patch size and position count: `S = P * sqrt(positions - 1)`).
+    ///
+    /// ```
+    /// use unclip_clip::{ClipVisionConfig, ClipVisionTransformer};
+    /// let cfg: ClipVisionConfig = serde_json::from_str(
+    ///     r#"{"hidden_size": 8, "intermediate_size": 16, "num_hidden_layers": 1,
+    ///         "num_attention_heads": 2, "image_size": 12, "patch_size": 4}"#,
+    /// ).unwrap();
+    /// let tower = ClipVisionTransformer::new(&cfg, &burn::tensor::Device::flex());
+    /// assert_eq!(tower.input_shape(), [3, 12, 12]);
+    /// ```
+    pub fn input_shape(&self) -> [usize; 3] {
+        let [_, c, p, _] = self.embeddings.patch_embedding.weight.dims();
+        let n = self.embeddings.position_embedding.weight.dims()[0].saturating_sub(1);
+        let side = (n as f64).sqrt().round() as usize * p;
+        [c, side, side]
+    }
+
     /// `pixel_values [B, C, S, S]` (normalised) -> outputs.
     pub fn forward(&self, pixel_values: Tensor<4>, output_hidden_states: bool) -> ClipVisionOutput {
         self.forward_with_token_bias(pixel_values, None, output_hidden_states)

@@ -249,26 +249,56 @@ fn progress_sees_every_step_and_can_cancel() {
     assert_eq!(calls, 1);
 }
 
+/// The ancestral loop written out on the fixture's decoder: `request`'s conditioning without
+/// classifier-free guidance, from the recorded `x_T`, `steps` steps of `scheduler` drawing
+/// `SeededNoise(11)`, with `edit(out [B, 2C, H, W], t)` applied to every UNet output before the
+/// step. Returns the clamped `x_0` and the `(t, prev)` pairs it ran.
+fn manual_loop(
+    m: &Models,
+    scheduler: &mut UnCLIPScheduler,
+    request: &DecoderRequest,
+    steps: usize,
+    edit: impl Fn(Tensor<4>, usize) -> Tensor<4>,
+) -> (Tensor<4>, Vec<(usize, Option<usize>)>) {
+    use unclip_decoder::GuidedDecoder;
+    let device = request.image_embeddings.device();
+    let model = GuidedDecoder::new(
+        &m.unet,
+        &m.text_proj,
+        request.image_embeddings.clone(),
+        request.text.clone(),
+        None,
+        1.0,
+    )
+    .expect("model");
+    scheduler.set_timesteps(steps).expect("timesteps");
+    let pairs = scheduler.timestep_pairs();
+    let mut noise = unclip_diffusion::SeededNoise::new(11);
+    let mut x = m.io.get("e2e.decoder_latents").float::<4>(&device) * scheduler.init_noise_sigma();
+    for &(t, prev) in &pairs {
+        let out = edit(model.output(x.clone(), t).expect("output"), t); // [B, 2C, H, W]
+        x = scheduler
+            .step(out, t, x, prev, &mut noise)
+            .expect("step")
+            .prev_sample;
+    }
+    (x.clamp(-1.0, 1.0), pairs)
+}
+
 /// A learned-variance decoder sampled with a `fixed_small_log` scheduler takes the posterior
 /// variance. Under `learned_range`, variance values of -1 select exactly that variance
 /// (`frac = 0` -> `min_log`), so the reference is an ancestral loop over the learned-range
 /// scheduler with the UNet's variance channels replaced by -1, drawing the same noise.
 #[test]
 fn fixed_small_log_scheduler_ignores_the_variance_channels() {
-    use unclip_decoder::GuidedDecoder;
     use unclip_diffusion::{SeededNoise, VarianceType};
     let device = test_device();
-    let Models {
-        io,
-        unet,
-        text_proj,
-        scheduler: mut learned,
-        ..
-    } = models(&device);
+    let m = models(&device);
+    let mut learned = m.scheduler.clone();
     assert_eq!(learned.config().variance_type, VarianceType::LearnedRange);
-    let c = unet.in_channels();
+    let c = m.unet.in_channels();
     assert_eq!(
-        unet.config.out_channels,
+        m.unet.config.out_channels,
         2 * c,
         "a learned-variance decoder"
     );
@@ -277,12 +307,10 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
     let mut fixed = UnCLIPScheduler::new(fixed_config);
 
     let steps = 4;
-    let request = latents_request(&io, &device, steps, Sampler::Ancestral);
-    let (image_embeddings, text) = (request.image_embeddings.clone(), request.text.clone());
-    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
+    let request = latents_request(&m.io, &device, steps, Sampler::Ancestral);
     let got = sample_decoder(
-        &unet,
-        &text_proj,
+        &m.unet,
+        &m.text_proj,
         &mut fixed,
         request.clone(),
         &mut SeededNoise::new(11),
@@ -290,28 +318,17 @@ fn fixed_small_log_scheduler_ignores_the_variance_channels() {
     )
     .expect("fixed_small_log sampling");
 
-    let model =
-        GuidedDecoder::new(&unet, &text_proj, image_embeddings, text, None, 1.0).expect("model");
-    learned.set_timesteps(steps).expect("timesteps");
-    let mut noise = SeededNoise::new(11);
-    let mut x = latents * learned.init_noise_sigma();
-    for (t, prev) in learned.timestep_pairs() {
-        let out = model.output(x.clone(), t).expect("output"); // [B, 2C, H, W]
+    let (expected, _) = manual_loop(&m, &mut learned, &request, steps, |out, _| {
         let eps = out.narrow(1, 0, c);
-        let out = Tensor::cat(vec![eps.clone(), eps.zeros_like() - 1.0], 1);
-        x = learned
-            .step(out, t, x, prev, &mut noise)
-            .expect("step")
-            .prev_sample;
-    }
-    let expected = x.clamp(-1.0, 1.0);
+        Tensor::cat(vec![eps.clone(), eps.zeros_like() - 1.0], 1)
+    });
     let diff = max_abs_diff(got.clone(), expected.clone());
     assert!(diff < 1e-5, "max abs difference {diff}");
 
     // ... and the learned variance does change the result on this checkpoint.
     let learned_result = sample_decoder(
-        &unet,
-        &text_proj,
+        &m.unet,
+        &m.text_proj,
         &mut learned,
         request,
         &mut SeededNoise::new(11),
@@ -636,22 +653,17 @@ impl unclip_diffusion::GradientGuide for FixedGuide {
 /// with the fixture decoder's epsilon parametrisation.
 #[test]
 fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
-    use unclip_decoder::{DecoderGuide, GuidedDecoder, sample_decoder_guided};
+    use unclip_decoder::{DecoderGuide, sample_decoder_guided};
     use unclip_diffusion::{PredictionType, SeededNoise};
     let device = test_device();
-    let Models {
-        io,
-        unet,
-        text_proj,
-        mut scheduler,
-        ..
-    } = models(&device);
+    let m = models(&device);
+    let (unet, text_proj, mut scheduler) = (&m.unet, &m.text_proj, m.scheduler.clone());
     assert_eq!(scheduler.config().prediction_type, PredictionType::Epsilon);
     let c = unet.in_channels();
     let steps = 4;
-    let request = latents_request(&io, &device, steps, Sampler::Ancestral);
-    let latents = io.get("e2e.decoder_latents").float::<4>(&device);
-    let grad = unclip_diffusion::randn::<4, _>(&mut SeededNoise::new(5), latents.dims(), &device)
+    let request = latents_request(&m.io, &device, steps, Sampler::Ancestral);
+    let latents_shape = m.io.get("e2e.decoder_latents").float::<4>(&device).dims();
+    let grad = unclip_diffusion::randn::<4, _>(&mut SeededNoise::new(5), latents_shape, &device)
         .expect("grad");
     let guide = FixedGuide {
         grad: grad.clone(),
@@ -659,8 +671,8 @@ fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
     };
     let scale = 0.7;
     let got = sample_decoder_guided(
-        &unet,
-        &text_proj,
+        unet,
+        text_proj,
         None,
         Some(DecoderGuide {
             guide: &guide,
@@ -673,30 +685,12 @@ fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
     )
     .expect("guided sampling");
 
-    let model = GuidedDecoder::new(
-        &unet,
-        &text_proj,
-        request.image_embeddings.clone(),
-        request.text.clone(),
-        None,
-        1.0,
-    )
-    .expect("model");
-    scheduler.set_timesteps(steps).expect("timesteps");
-    let pairs = scheduler.timestep_pairs();
-    let mut noise = SeededNoise::new(11);
-    let mut x = latents * scheduler.init_noise_sigma();
-    for &(t, prev) in &pairs {
-        let out = model.output(x.clone(), t).expect("output"); // [B, 2C, H, W]
-        let a_t = scheduler.schedule().alphas_cumprod()[t];
+    let alphas = scheduler.schedule().alphas_cumprod().to_vec();
+    let (expected, pairs) = manual_loop(&m, &mut scheduler, &request, steps, |out, t| {
+        let a_t = alphas[t];
         let eps = out.clone().narrow(1, 0, c) - grad.clone().mul_scalar((1.0 - a_t).sqrt() * scale);
-        let out = Tensor::cat(vec![eps, out.narrow(1, c, c)], 1);
-        x = scheduler
-            .step(out, t, x, prev, &mut noise)
-            .expect("step")
-            .prev_sample;
-    }
-    let expected = x.clamp(-1.0, 1.0);
+        Tensor::cat(vec![eps, out.narrow(1, c, c)], 1)
+    });
     let diff = max_abs_diff(got.clone(), expected);
     assert!(diff < 1e-5, "max abs difference {diff}");
     let seen = guide.seen.lock().expect("lock").clone();
@@ -705,8 +699,8 @@ fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
 
     // The guidance changed the samples, and scale 0 is the unguided sampler.
     let plain = sample_decoder(
-        &unet,
-        &text_proj,
+        unet,
+        text_proj,
         &mut scheduler.clone(),
         request.clone(),
         &mut SeededNoise::new(11),
@@ -718,8 +712,8 @@ fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
         "guidance changed nothing"
     );
     let zero = sample_decoder_guided(
-        &unet,
-        &text_proj,
+        unet,
+        text_proj,
         None,
         Some(DecoderGuide {
             guide: &guide,

@@ -36,12 +36,28 @@ impl NoisedClipGuide {
             device,
         }
     }
+
+    /// The `[C, S, S]` sample the tower takes (see
+    /// [`unclip_clip::ClipVisionTransformer::input_shape`]).
+    pub fn input_shape(&self) -> [usize; 3] {
+        self.model.vision_model.input_shape()
+    }
 }
 
 impl GradientGuide for NoisedClipGuide {
     fn gradient(&self, x_t: Tensor<4>, t: usize) -> Result<Tensor<4>, DiffusionError> {
         let plain = x_t.device();
-        let [b, ..] = x_t.dims();
+        let [b, c, h, w] = x_t.dims();
+        if [c, h, w] != self.input_shape() {
+            return Err(DiffusionError::ShapeMismatch {
+                what: "x_t",
+                found: x_t.dims().to_vec(),
+                expected: {
+                    let [c, h, w] = self.input_shape();
+                    format!("[B, {c}, {h}, {w}] (the noised CLIP's input)")
+                },
+            });
+        }
         if self.targets.dims()[0] != b {
             return Err(DiffusionError::ShapeMismatch {
                 what: "x_t",

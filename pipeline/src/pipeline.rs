@@ -631,10 +631,9 @@ impl UnclipBuilder {
                 None => None,
                 Some(c) => {
                     if let Some(m) = c.resident_model() {
-                        let s = m.vision_model.embeddings.position_embedding.weight.dims()[0];
-                        let patches = ((s - 1) as f64).sqrt() as usize;
-                        let patch = m.vision_model.embeddings.patch_embedding.weight.dims()[2];
-                        Some(ClipImageProcessor::for_size(patches * patch))
+                        Some(ClipImageProcessor::for_size(
+                            m.vision_model.input_shape()[1],
+                        ))
                     } else if let Some(d) = c.staged_dir() {
                         Some(ClipImageProcessor::for_size(
                             ClipVisionConfig::from_file(d.join("config.json"))?.image_size,
@@ -1057,7 +1056,19 @@ impl UnclipPipeline {
                 }
             })?;
             let tower = self.hold(tower)?;
-            Some(crate::NoisedClipGuide::new(&tower, cond_k.embeds.clone()))
+            let guide = crate::NoisedClipGuide::new(&tower, cond_k.embeds.clone());
+            let sample = self.decoder_sample_shape()?;
+            if guide.input_shape() != sample {
+                return Err(UnclipError::InvalidSetting {
+                    name: "decoder_clip_guidance_scale",
+                    message: format!(
+                        "{clip_scale}: the noised CLIP takes {:?} images and the decoder samples {:?} (`noised_image_encoder` must be trained at the decoder's size)",
+                        guide.input_shape(),
+                        sample
+                    ),
+                });
+            }
+            Some(guide)
         } else {
             None
         };
@@ -1316,15 +1327,21 @@ impl UnclipPipeline {
         })
     }
 
-    /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
-    /// sample size, `[-1, 1]`, `[1, 3, S, S]`.
-    pub fn decoder_input(&self, image: &RgbImage) -> Result<Tensor<4>, UnclipError> {
-        let s = self.decoder.config().sample_size.map(|s| s.hw()[0]).ok_or(
+    /// The decoder's sample `[C, H, W]` (its config's `in_channels` and `sample_size`).
+    fn decoder_sample_shape(&self) -> Result<[usize; 3], UnclipError> {
+        let [h, w] = self.decoder.config().sample_size.map(|s| s.hw()).ok_or(
             UnclipError::InvalidSetting {
                 name: "decoder.sample_size",
                 message: "the decoder config has no sample_size".into(),
             },
         )?;
+        Ok([self.decoder.config().in_channels, h, w])
+    }
+
+    /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
+    /// sample size, `[-1, 1]`, `[1, 3, S, S]`.
+    pub fn decoder_input(&self, image: &RgbImage) -> Result<Tensor<4>, UnclipError> {
+        let s = self.decoder_sample_shape()?[1];
         let (w, h) = (image.width() as usize, image.height() as usize);
         if w == 0 || h == 0 {
             return Err(UnclipError::InvalidSetting {
@@ -1432,13 +1449,8 @@ impl UnclipPipeline {
         let ends = match xt {
             XtMode::Fixed => None,
             XtMode::Interpolated { seed_b } => {
-                let s = self.decoder.config().sample_size.map(|s| s.hw()).ok_or(
-                    UnclipError::InvalidSetting {
-                        name: "decoder.sample_size",
-                        message: "the decoder config has no sample_size".into(),
-                    },
-                )?;
-                let shape = [1, self.decoder.config().in_channels, s[0], s[1]];
+                let [c, h, w] = self.decoder_sample_shape()?;
+                let shape = [1, c, h, w];
                 let n = shape[1] * shape[2] * shape[3];
                 let draw = |seed: u64| -> Result<Tensor<2>, UnclipError> {
                     let mut noise = SeededNoise::new(seed);

@@ -10,9 +10,14 @@ use unclip_testkit::{fixture_dir, test_device, to_vec};
 
 /// A random noised tower for the tiny fixture's 12x12 decoder and 12-wide CLIP space.
 fn tower() -> NoisedClipVisionModel {
+    tower_of_size(12)
+}
+
+/// A random noised tower taking `size x size` images (patch 4).
+fn tower_of_size(size: usize) -> NoisedClipVisionModel {
     let cfg: ClipVisionConfig = serde_json::from_value(serde_json::json!({
         "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "image_size": 12, "patch_size": 4, "projection_dim": 12
+        "num_attention_heads": 2, "image_size": size, "patch_size": 4, "projection_dim": 12
     }))
     .expect("config");
     let device = test_device();
@@ -63,6 +68,10 @@ fn noised_clip_guide_gradient_matches_finite_differences() {
 }
 
 fn pipeline(scale: f32, with_tower: bool) -> UnclipPipeline {
+    pipeline_with(scale, with_tower.then(tower))
+}
+
+fn pipeline_with(scale: f32, tower: Option<NoisedClipVisionModel>) -> UnclipPipeline {
     let mut b = UnclipBuilder::new()
         .device(test_device())
         .from_pretrained(fixture_dir("unclip_tiny"))
@@ -70,8 +79,8 @@ fn pipeline(scale: f32, with_tower: bool) -> UnclipPipeline {
         .prior_steps(2)
         .with_super_res(false)
         .decoder_clip_guidance_scale(scale);
-    if with_tower {
-        b = b.noised_image_encoder(tower());
+    if let Some(t) = tower {
+        b = b.noised_image_encoder(t);
     }
     b.build().expect("pipeline")
 }
@@ -103,4 +112,34 @@ fn pipeline_clip_guidance_needs_a_noised_clip_and_changes_the_sample() {
         .map(|(a, b)| (a - b).abs())
         .fold(0.0f32, f32::max);
     assert!(diff > 1e-3, "CLIP guidance changed nothing ({diff})");
+}
+
+#[test]
+fn a_noised_clip_of_another_size_is_a_typed_error() {
+    let small = tower_of_size(8);
+    assert_eq!(small.vision_model.input_shape(), [3, 8, 8]);
+    // The guide itself refuses a sample of another size, naming both shapes.
+    let device = test_device();
+    let guide = NoisedClipGuide::new(&small, Tensor::<2>::zeros([1, 12], &device));
+    let err = guide
+        .gradient(Tensor::<4>::zeros([1, 3, 12, 12], &device), 10)
+        .expect_err("a 12x12 sample for an 8x8 tower");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("[1, 3, 12, 12]") && msg.contains("[B, 3, 8, 8]"),
+        "{msg}"
+    );
+    // The pipeline says so before sampling, naming the setting and both sizes.
+    match pipeline_with(5.0, Some(small))
+        .text_to_image(&["a small red circle"], &mut |_| Control::Continue)
+    {
+        Err(UnclipError::InvalidSetting { name, message }) => {
+            assert_eq!(name, "decoder_clip_guidance_scale");
+            assert!(
+                message.contains("[3, 8, 8]") && message.contains("[3, 12, 12]"),
+                "{message}"
+            );
+        }
+        other => panic!("expected InvalidSetting, got {:?}", other.map(|_| ())),
+    }
 }
