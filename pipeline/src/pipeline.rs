@@ -660,6 +660,30 @@ impl UnclipBuilder {
         };
         let text_proj = component("text_proj", self.text_proj, &sub, mode, &device, dtype)?;
         let decoder = component("decoder", self.decoder, &sub, mode, &device, dtype)?;
+        // A noised CLIP guides the decoder's samples, so it must take their `[C, H, W]`.
+        if let Some(c) = &noised_image_encoder {
+            let takes = match (c.resident_model(), c.staged_dir()) {
+                (Some(m), _) => Some(m.vision_model.input_shape()),
+                (None, Some(d)) => {
+                    let cfg = ClipVisionConfig::from_file(d.join("config.json"))?;
+                    Some([cfg.num_channels, cfg.image_size, cfg.image_size])
+                }
+                (None, None) => None,
+            };
+            let dc = decoder.config();
+            if let (Some(takes), Some(size)) = (takes, dc.sample_size) {
+                let [h, w] = size.hw();
+                if takes != [dc.in_channels, h, w] {
+                    return Err(UnclipError::InvalidSetting {
+                        name: "noised_image_encoder",
+                        message: format!(
+                            "it takes {takes:?} images and the decoder samples {:?} (a noised CLIP must be trained at the decoder's size)",
+                            [dc.in_channels, h, w]
+                        ),
+                    });
+                }
+            }
+        }
         let (super_res_first, super_res_last) = match self.super_res {
             SuperResGiven::FirstAndLast(first, last) => (
                 Component::resident("super_res_first", *first, dtype),
@@ -1056,19 +1080,8 @@ impl UnclipPipeline {
                 }
             })?;
             let tower = self.hold(tower)?;
-            let guide = crate::NoisedClipGuide::new(&tower, cond_k.embeds.clone());
-            let sample = self.decoder_sample_shape()?;
-            if guide.input_shape() != sample {
-                return Err(UnclipError::InvalidSetting {
-                    name: "decoder_clip_guidance_scale",
-                    message: format!(
-                        "{clip_scale}: the noised CLIP takes {:?} images and the decoder samples {:?} (`noised_image_encoder` must be trained at the decoder's size)",
-                        guide.input_shape(),
-                        sample
-                    ),
-                });
-            }
-            Some(guide)
+            // (`build` checked that the tower takes the decoder's sample size.)
+            Some(crate::NoisedClipGuide::new(&tower, cond_k.embeds.clone()))
         } else {
             None
         };

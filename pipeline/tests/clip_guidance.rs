@@ -5,7 +5,7 @@
 use burn::tensor::{Distribution, Tensor};
 use unclip::clip::{ClipVisionConfig, NoisedClipVisionModel, l2_normalize};
 use unclip::diffusion::GradientGuide;
-use unclip::{Control, NoisedClipGuide, UnclipBuilder, UnclipError, UnclipPipeline};
+use unclip::{Control, MemoryMode, NoisedClipGuide, UnclipBuilder, UnclipError, UnclipPipeline};
 use unclip_testkit::{fixture_dir, test_device, to_vec};
 
 /// A random noised tower for the tiny fixture's 12x12 decoder and 12-wide CLIP space.
@@ -13,16 +13,20 @@ fn tower() -> NoisedClipVisionModel {
     tower_of_size(12)
 }
 
-/// A random noised tower taking `size x size` images (patch 4).
-fn tower_of_size(size: usize) -> NoisedClipVisionModel {
-    let cfg: ClipVisionConfig = serde_json::from_value(serde_json::json!({
+/// A noised tower's config for `size x size` images (patch 4, the fixture's 12-wide CLIP space).
+fn config_of_size(size: usize) -> ClipVisionConfig {
+    serde_json::from_value(serde_json::json!({
         "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
         "num_attention_heads": 2, "image_size": size, "patch_size": 4, "projection_dim": 12
     }))
-    .expect("config");
+    .expect("config")
+}
+
+/// A random noised tower taking `size x size` images.
+fn tower_of_size(size: usize) -> NoisedClipVisionModel {
     let device = test_device();
     device.seed(4);
-    NoisedClipVisionModel::new(&cfg, &device)
+    NoisedClipVisionModel::new(&config_of_size(size), &device)
 }
 
 /// The guided objective: `sum_rows exp(logit_scale) cos(tower(x, t), text)`.
@@ -68,10 +72,6 @@ fn noised_clip_guide_gradient_matches_finite_differences() {
 }
 
 fn pipeline(scale: f32, with_tower: bool) -> UnclipPipeline {
-    pipeline_with(scale, with_tower.then(tower))
-}
-
-fn pipeline_with(scale: f32, tower: Option<NoisedClipVisionModel>) -> UnclipPipeline {
     let mut b = UnclipBuilder::new()
         .device(test_device())
         .from_pretrained(fixture_dir("unclip_tiny"))
@@ -79,8 +79,8 @@ fn pipeline_with(scale: f32, tower: Option<NoisedClipVisionModel>) -> UnclipPipe
         .prior_steps(2)
         .with_super_res(false)
         .decoder_clip_guidance_scale(scale);
-    if let Some(t) = tower {
-        b = b.noised_image_encoder(t);
+    if with_tower {
+        b = b.noised_image_encoder(tower());
     }
     b.build().expect("pipeline")
 }
@@ -129,12 +129,15 @@ fn a_noised_clip_of_another_size_is_a_typed_error() {
         msg.contains("[1, 3, 12, 12]") && msg.contains("[B, 3, 8, 8]"),
         "{msg}"
     );
-    // The pipeline says so before sampling, naming the setting and both sizes.
-    match pipeline_with(5.0, Some(small))
-        .text_to_image(&["a small red circle"], &mut |_| Control::Continue)
-    {
+    // The pipeline refuses it when it is built, naming the component and both sizes.
+    let built = UnclipBuilder::new()
+        .device(test_device())
+        .from_pretrained(fixture_dir("unclip_tiny"))
+        .noised_image_encoder(small)
+        .build();
+    match built {
         Err(UnclipError::InvalidSetting { name, message }) => {
-            assert_eq!(name, "decoder_clip_guidance_scale");
+            assert_eq!(name, "noised_image_encoder");
             assert!(
                 message.contains("[3, 8, 8]") && message.contains("[3, 12, 12]"),
                 "{message}"
@@ -142,4 +145,58 @@ fn a_noised_clip_of_another_size_is_a_typed_error() {
         }
         other => panic!("expected InvalidSetting, got {:?}", other.map(|_| ())),
     }
+}
+
+/// `src` copied into `dst` (files and folders, recursively).
+fn copy_tree(src: &std::path::Path, dst: &std::path::Path) {
+    std::fs::create_dir_all(dst).expect("create dir");
+    for entry in std::fs::read_dir(src).expect("read dir") {
+        let entry = entry.expect("entry");
+        let to = dst.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &to);
+        } else {
+            std::fs::copy(entry.path(), &to).expect("copy");
+        }
+    }
+}
+
+#[test]
+fn a_staged_noised_clip_of_another_size_is_refused_from_its_config() {
+    // The tiny fixture folder with a `noised_image_encoder/` of 8x8 images listed in its index.
+    let dir = unclip_testkit::temp_dir("noised-size");
+    copy_tree(&fixture_dir("unclip_tiny"), &dir);
+    tower_of_size(8)
+        .save_pretrained(&config_of_size(8), dir.join("noised_image_encoder"))
+        .expect("save");
+    let index_path = dir.join("model_index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&index_path).expect("index")).expect("json");
+    index["noised_image_encoder"] = serde_json::json!(["unclip", "NoisedCLIPVisionModel"]);
+    std::fs::write(&index_path, index.to_string()).expect("write index");
+    let build = |mode| {
+        UnclipBuilder::new()
+            .device(test_device())
+            .from_pretrained(&dir)
+            .memory(mode)
+            .build()
+    };
+    for mode in [MemoryMode::Staged, MemoryMode::Resident] {
+        match build(mode) {
+            Err(UnclipError::InvalidSetting { name, message }) => {
+                assert_eq!(name, "noised_image_encoder", "{mode:?}");
+                assert!(message.contains("[3, 8, 8]"), "{mode:?}: {message}");
+            }
+            other => panic!(
+                "{mode:?}: expected InvalidSetting, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+    }
+    // The same folder with a tower of the decoder's size builds.
+    tower()
+        .save_pretrained(&config_of_size(12), dir.join("noised_image_encoder"))
+        .expect("save");
+    build(MemoryMode::Staged).expect("a 12x12 tower fits the 12x12 decoder");
+    let _ = std::fs::remove_dir_all(&dir);
 }
