@@ -211,6 +211,11 @@ impl ClipVisionConfig {
     pub fn num_positions(&self) -> usize {
         (self.image_size / self.patch_size).pow(2) + 1
     }
+
+    /// The `[C, S, S]` image the tower takes (`num_channels`, `image_size`).
+    pub fn input_shape(&self) -> [usize; 3] {
+        [self.num_channels, self.image_size, self.image_size]
+    }
 }
 
 impl ClipConfig {

@@ -662,7 +662,7 @@ fn gradient_guidance_shifts_the_eps_prediction_at_every_step() {
     let c = unet.in_channels();
     let steps = 4;
     let request = latents_request(&m.io, &device, steps, Sampler::Ancestral);
-    let latents_shape = m.io.get("e2e.decoder_latents").float::<4>(&device).dims();
+    let latents_shape = request.latents.as_ref().expect("x_T").dims();
     let grad = unclip_diffusion::randn::<4, _>(&mut SeededNoise::new(5), latents_shape, &device)
         .expect("grad");
     let guide = FixedGuide {

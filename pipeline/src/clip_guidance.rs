@@ -48,14 +48,13 @@ impl GradientGuide for NoisedClipGuide {
     fn gradient(&self, x_t: Tensor<4>, t: usize) -> Result<Tensor<4>, DiffusionError> {
         let plain = x_t.device();
         let [b, c, h, w] = x_t.dims();
-        if [c, h, w] != self.input_shape() {
+        let want = self.input_shape();
+        if [c, h, w] != want {
+            let [c, h, w] = want;
             return Err(DiffusionError::ShapeMismatch {
                 what: "x_t",
                 found: x_t.dims().to_vec(),
-                expected: {
-                    let [c, h, w] = self.input_shape();
-                    format!("[B, {c}, {h}, {w}] (the noised CLIP's input)")
-                },
+                expected: format!("[B, {c}, {h}, {w}] (the noised CLIP's input)"),
             });
         }
         if self.targets.dims()[0] != b {

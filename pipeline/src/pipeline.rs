@@ -14,7 +14,7 @@ use unclip_clip::{
 };
 use unclip_decoder::{
     DecoderError, DecoderGuide, DecoderRequest, GuidedDecoder, TextConditioning,
-    UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder_guided,
+    UNet2DConditionConfig, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder_guided,
 };
 use unclip_diffusion::{NoiseSource, Sampler, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
@@ -665,23 +665,18 @@ impl UnclipBuilder {
             let takes = match (c.resident_model(), c.staged_dir()) {
                 (Some(m), _) => Some(m.vision_model.input_shape()),
                 (None, Some(d)) => {
-                    let cfg = ClipVisionConfig::from_file(d.join("config.json"))?;
-                    Some([cfg.num_channels, cfg.image_size, cfg.image_size])
+                    Some(ClipVisionConfig::from_file(d.join("config.json"))?.input_shape())
                 }
                 (None, None) => None,
             };
-            let dc = decoder.config();
-            if let (Some(takes), Some(size)) = (takes, dc.sample_size) {
-                let [h, w] = size.hw();
-                if takes != [dc.in_channels, h, w] {
-                    return Err(UnclipError::InvalidSetting {
-                        name: "noised_image_encoder",
-                        message: format!(
-                            "it takes {takes:?} images and the decoder samples {:?} (a noised CLIP must be trained at the decoder's size)",
-                            [dc.in_channels, h, w]
-                        ),
-                    });
-                }
+            let samples = decoder_sample_shape(decoder.config())?;
+            if let Some(takes) = takes.filter(|t| *t != samples) {
+                return Err(UnclipError::InvalidSetting {
+                    name: "noised_image_encoder",
+                    message: format!(
+                        "it takes {takes:?} images and the decoder samples {samples:?} (a noised CLIP must be trained at the decoder's size)"
+                    ),
+                });
             }
         }
         let (super_res_first, super_res_last) = match self.super_res {
@@ -1340,15 +1335,9 @@ impl UnclipPipeline {
         })
     }
 
-    /// The decoder's sample `[C, H, W]` (its config's `in_channels` and `sample_size`).
+    /// The decoder's sample `[C, H, W]`.
     fn decoder_sample_shape(&self) -> Result<[usize; 3], UnclipError> {
-        let [h, w] = self.decoder.config().sample_size.map(|s| s.hw()).ok_or(
-            UnclipError::InvalidSetting {
-                name: "decoder.sample_size",
-                message: "the decoder config has no sample_size".into(),
-            },
-        )?;
-        Ok([self.decoder.config().in_channels, h, w])
+        decoder_sample_shape(self.decoder.config())
     }
 
     /// An image as the decoder sees it: centre square crop, antialiased resize to the decoder's
@@ -1546,4 +1535,16 @@ impl UnclipPipeline {
     pub fn repeat_text(text: &EncodedText, n: usize) -> EncodedText {
         text.repeat(n)
     }
+}
+
+/// A decoder's sample `[C, H, W]` (its config's `in_channels` and `sample_size`).
+fn decoder_sample_shape(config: &UNet2DConditionConfig) -> Result<[usize; 3], UnclipError> {
+    let [h, w] = config
+        .sample_size
+        .map(|s| s.hw())
+        .ok_or(UnclipError::InvalidSetting {
+            name: "decoder.sample_size",
+            message: "the decoder config has no sample_size".into(),
+        })?;
+    Ok([config.in_channels, h, w])
 }
