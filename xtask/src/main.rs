@@ -22,6 +22,7 @@ use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
 use unclip_prior::{PriorConditioning, PriorTransformer, PriorTransformerConfig};
 use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
+mod grow;
 mod noised_clip;
 mod shapes;
 mod shapes_eval;
@@ -79,6 +80,9 @@ enum Task {
     },
     /// Train CLIP, prior, decoder and two upsamplers on the shapes world (resumable).
     TrainShapes(shapes::TrainArgs),
+    /// Grow a decoder trainer checkpoint by one outer level at twice its resolution
+    /// (progressive growing; the new level starts as a pass-through).
+    GrowDecoder(grow::GrowArgs),
     /// Assemble a `train-shapes` run into a diffusers folder.
     ExportShapes(shapes::ExportArgs),
     /// Rebuild a resumable run folder from an exported one (the committed model on a fresh machine).
@@ -124,6 +128,7 @@ fn main() {
         } => bench_clip(batch, iters, &devices),
         Task::BenchPrior(o) => bench_model(Model::Prior, &o),
         Task::TrainShapes(a) => exit_on_error(shapes::train(&a)),
+        Task::GrowDecoder(a) => exit_on_error(grow::grow(&a)),
         Task::ExportShapes(a) => exit_on_error(shapes::export(&a)),
         Task::ImportShapes(a) => exit_on_error(shapes::import(&a)),
         Task::DumpDecoderStream(a) => exit_on_error(shapes::dump_decoder_stream(&a)),

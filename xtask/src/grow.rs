@@ -1,0 +1,263 @@
+//! Growing a trained decoder by one outer level at twice its resolution (`xtask grow-decoder`).
+//!
+//! The shapes world's 32x32 decoder draws small shapes (6 pixels) as round dots; at 64x64 they
+//! are 11-12 pixels, the size at which the 32x32 decoder already draws large shapes right. A
+//! 64x64 decoder trained from scratch costs days of this CPU, and running the 32x32 weights at
+//! 64x64 (session 9) moves the attention to 32x32 (1024 tokens, 5-6x the step cost). Growing
+//! instead keeps the trained network as the *inner* levels, still seeing a 32x32 world, and adds
+//! a thin outer level in front of it (progressive growing, as in ProGAN, applied to a UNet):
+//!
+//! - `block_out_channels` `[c0, ...]` -> `[c0, c0, ...]`, a `ResnetDownsampleBlock2D` prepended
+//!   and a `ResnetUpsampleBlock2D` appended, `sample_size` doubled. The time embedding
+//!   (`4 * c0`), every old block and the mid block keep their shapes and weights; `conv_in`,
+//!   `conv_norm_out` and `conv_out` move to the outer level with their weights.
+//! - New modules start as a pass-through: every new resnet's `conv2` is zero (so its residual
+//!   branch is zero), the new outer down level is then the identity followed by 2x average
+//!   pooling, the old top up block's new upsampler a 2x nearest upsampling, and the new outer up
+//!   level's resnets (input `[upsampled | skip]`, `2 c0` channels) pass the upsampled half
+//!   through their 1x1 shortcut `[I | 0]`.
+//!
+//! So the grown model computes `up2(old(avgpool(conv_in(x))))` followed by the old output
+//! head: with 1x1 `conv_in`/`conv_out` kernels exactly `up2(old(avgpool(x)))` (tested below);
+//! with the 3x3 kernels the decoders use, approximately (the kernels see half the footprint).
+//! Training then teaches the outer level the 64x64 detail.
+
+use std::path::PathBuf;
+
+use burn::module::Param;
+use burn::nn::conv::Conv2d;
+use burn::tensor::{Device, Tensor, TensorData};
+use unclip_decoder::config::{DownBlockType, OneOrMany, SampleSize, UpBlockType};
+use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
+
+use crate::shapes::Error;
+
+/// The config of `config` grown by one outer level (see the module docs).
+pub fn grown_config(config: &UNet2DConditionConfig) -> Result<UNet2DConditionConfig, Error> {
+    let c0 = *config
+        .block_out_channels
+        .first()
+        .ok_or("the decoder config has no block_out_channels")?;
+    let mut cfg = config.clone();
+    cfg.block_out_channels.insert(0, c0);
+    cfg.down_block_types
+        .insert(0, DownBlockType::ResnetDownsampleBlock2D);
+    cfg.up_block_types.push(UpBlockType::ResnetUpsampleBlock2D);
+    // Per-block lists are indexed like the down blocks (the up blocks read them reversed).
+    fn prepend<T: Clone>(v: &mut OneOrMany<T>) {
+        if let OneOrMany::Many(list) = v
+            && let Some(first) = list.first().cloned()
+        {
+            list.insert(0, first);
+        }
+    }
+    prepend(&mut cfg.layers_per_block);
+    prepend(&mut cfg.attention_head_dim);
+    prepend(&mut cfg.cross_attention_dim);
+    prepend(&mut cfg.only_cross_attention);
+    cfg.sample_size = match config.sample_size {
+        Some(s) => {
+            let [h, w] = s.hw();
+            Some(SampleSize::Rect([2 * h, 2 * w]))
+        }
+        None => return Err("the decoder config has no sample_size to double".into()),
+    };
+    if let Some(SampleSize::Rect([h, w])) = cfg.sample_size
+        && h == w
+    {
+        cfg.sample_size = Some(SampleSize::Square(h));
+    }
+    Ok(cfg)
+}
+
+/// `unet` grown by one outer level at twice its resolution, starting as the pass-through the
+/// module docs describe.
+pub fn grow_unet(
+    unet: UNet2DConditionModel,
+    device: &Device,
+) -> Result<UNet2DConditionModel, Error> {
+    let cfg = grown_config(&unet.config)?;
+    let mut grown = UNet2DConditionModel::new(&cfg, device)?;
+    let n = unet.up_blocks.len();
+    grown.conv_in = unet.conv_in;
+    grown.time_embedding = unet.time_embedding;
+    grown.mid_block = unet.mid_block;
+    grown.conv_norm_out = unet.conv_norm_out;
+    grown.conv_out = unet.conv_out;
+    // Down: the new outer block, then the old ones.
+    grown.down_blocks.truncate(1);
+    grown.down_blocks.extend(unet.down_blocks);
+    let outer_down = &mut grown.down_blocks[0];
+    for r in outer_down
+        .resnets
+        .iter_mut()
+        .chain(outer_down.downsamplers.iter_mut())
+    {
+        zero_conv(&mut r.conv2);
+    }
+    // Up: the old blocks; the old top one gets the new upsampler; then the new outer block.
+    let mut old_up = unet.up_blocks;
+    let top = old_up.pop().ok_or("the decoder has no up blocks")?;
+    let new_up = std::mem::take(&mut grown.up_blocks);
+    let mut new_up = new_up.into_iter().skip(n - 1);
+    let mut grown_top = new_up
+        .next()
+        .ok_or("the grown decoder has too few up blocks")?;
+    let mut outer = new_up
+        .next()
+        .ok_or("the grown decoder has too few up blocks")?;
+    grown_top.resnets = top.resnets;
+    grown_top.attentions = top.attentions;
+    for r in grown_top.upsamplers.iter_mut() {
+        zero_conv(&mut r.conv2);
+    }
+    for r in outer.resnets.iter_mut() {
+        zero_conv(&mut r.conv2);
+        if let Some(s) = r.conv_shortcut.as_mut() {
+            select_first_channels(s);
+        }
+    }
+    old_up.push(grown_top);
+    old_up.push(outer);
+    grown.up_blocks = old_up;
+    Ok(grown)
+}
+
+/// `xtask grow-decoder`: a decoder trainer checkpoint folder grown by one outer level.
+#[derive(clap::Args)]
+pub struct GrowArgs {
+    /// A decoder trainer checkpoint folder (`trainer_state.json`, `decoder/`, `text_proj/`,
+    /// `online/decoder/`, `online/text_proj/`), e.g. `runs/shapes/decoder`.
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The folder to write the grown checkpoint to (a run's `decoder/` folder; the run's
+    /// `clip/` must be beside it to train on). Must not exist yet.
+    #[arg(long)]
+    pub to: PathBuf,
+}
+
+/// Grows both the EMA and the online UNet of a decoder trainer checkpoint; the text projection
+/// and the trainer state (step, training config) are copied unchanged, so `train-shapes
+/// --stages decoder` resumes the grown run at twice the resolution.
+pub fn grow(args: &GrowArgs) -> Result<(), Error> {
+    if args.to.exists() {
+        return Err(format!("--to {}: already exists", args.to.display()).into());
+    }
+    let device = crate::shapes::compute_device()?;
+    for unet_dir in ["decoder", "online/decoder"] {
+        let from = args.from.join(unet_dir);
+        let unet = UNet2DConditionModel::from_pretrained(&from, &device)
+            .map_err(|e| format!("{}: {e}", from.display()))?;
+        grow_unet(unet, &device)?.save_pretrained(args.to.join(unet_dir))?;
+    }
+    for file in [
+        "text_proj/config.json",
+        "text_proj/diffusion_pytorch_model.safetensors",
+        "online/text_proj/config.json",
+        "online/text_proj/diffusion_pytorch_model.safetensors",
+        "trainer_state.json",
+    ] {
+        let (from, to) = (args.from.join(file), args.to.join(file));
+        if let Some(parent) = to.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::copy(&from, &to).map_err(|e| format!("{}: {e}", from.display()))?;
+    }
+    println!("grew {} -> {}", args.from.display(), args.to.display());
+    Ok(())
+}
+
+/// Zeroes a convolution's weight and bias.
+fn zero_conv(conv: &mut Conv2d) {
+    conv.weight = Param::from_tensor(conv.weight.val().zeros_like());
+    if let Some(b) = conv.bias.take() {
+        conv.bias = Some(Param::from_tensor(b.val().zeros_like()));
+    }
+}
+
+/// Sets a 1x1 convolution `[out, in, 1, 1]` (in >= out) to pass its first `out` input channels
+/// through: weight `[I | 0]`, bias 0.
+fn select_first_channels(conv: &mut Conv2d) {
+    let w = conv.weight.val();
+    let [o, i, kh, kw] = w.dims();
+    let mut v = vec![0.0f32; o * i * kh * kw];
+    for j in 0..o.min(i) {
+        v[(j * i + j) * kh * kw] = 1.0; // [j, j, 0, 0]
+    }
+    conv.weight = Param::from_tensor(Tensor::from_data(
+        TensorData::new(v, [o, i, kh, kw]),
+        &w.device(),
+    ));
+    if let Some(b) = conv.bias.take() {
+        conv.bias = Some(Param::from_tensor(b.val().zeros_like()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use unclip_decoder::resnet::{avg_pool_2x, upsample_nearest_2x};
+
+    fn device() -> Device {
+        unclip_nn::parse_device("flex").expect("flex device")
+    }
+
+    /// The shapes decoder's config with 1x1 input and output kernels: then the grown model is
+    /// exactly the old one between 2x average pooling and 2x nearest upsampling.
+    fn config() -> UNet2DConditionConfig {
+        let mut c: UNet2DConditionConfig =
+            serde_json::from_str(crate::shapes::DECODER_CONFIG).expect("embedded decoder config");
+        c.conv_in_kernel = 1;
+        c.conv_out_kernel = 1;
+        c.sample_size = Some(SampleSize::Square(16));
+        c
+    }
+
+    #[test]
+    fn the_grown_config_adds_one_outer_level() {
+        let old = config();
+        let g = grown_config(&old).expect("grown config");
+        assert_eq!(g.block_out_channels, vec![16, 16, 32, 64]);
+        assert_eq!(g.down_block_types.len(), 4);
+        assert_eq!(
+            g.down_block_types[0],
+            DownBlockType::ResnetDownsampleBlock2D
+        );
+        assert_eq!(&g.down_block_types[1..], &old.down_block_types[..]);
+        assert_eq!(&g.up_block_types[..3], &old.up_block_types[..]);
+        assert_eq!(g.up_block_types[3], UpBlockType::ResnetUpsampleBlock2D);
+        assert_eq!(g.sample_size.map(|s| s.hw()), Some([32, 32]));
+    }
+
+    #[test]
+    fn the_grown_model_is_the_old_one_between_pooling_and_upsampling() {
+        let device = device();
+        device.seed(7);
+        let old = UNet2DConditionModel::new(&config(), &device).expect("old model");
+        // A fresh model's weights are all random (no zeroed convolutions), so every branch of
+        // the old network shows in the comparison: a 32x32 input against the old model at 16x16.
+        let x64: Tensor<4> =
+            Tensor::random([2, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_floats([30.0, 700.0], &device);
+        let ctx: Tensor<3> = Tensor::random([2, 5, 64], Distribution::Normal(0.0, 1.0), &device);
+        let emb: Tensor<2> = Tensor::random([2, 64], Distribution::Normal(0.0, 0.5), &device);
+        let pooled = avg_pool_2x(x64.clone());
+        let want = old
+            .forward(pooled, t.clone(), ctx.clone(), Some(emb.clone()), None)
+            .expect("old forward");
+        let want = upsample_nearest_2x(want);
+        let grown = grow_unet(old, &device).expect("grown model");
+        let got = grown
+            .forward(x64, t, ctx, Some(emb), None)
+            .expect("grown forward");
+        assert_eq!(got.dims(), [2, 6, 32, 32]);
+        let err: f32 = (got - want.clone()).abs().max().into_scalar();
+        let scale: f32 = want.abs().max().into_scalar();
+        assert!(
+            scale > 0.1,
+            "the old model's output is not trivial: {scale}"
+        );
+        assert!(err < 1e-4 * scale.max(1.0), "max |grown - old| = {err}");
+    }
+}
