@@ -106,12 +106,15 @@ impl Tally {
     /// Scores an image against the wanted attributes and records the shape read.
     pub fn add_image(&mut self, image: &RgbImage, want: &Attributes) {
         let read = oracle::read(image).ok();
-        let score = read
-            .as_ref()
-            .map(|r| Score::compare(&r.attributes, want))
-            .unwrap_or_default();
+        self.add_reading(want, read.map(|r| r.attributes).as_ref());
+    }
+
+    /// Scores a reading (`None`: unreadable) against the wanted attributes and records its
+    /// shape.
+    pub fn add_reading(&mut self, want: &Attributes, read: Option<&Attributes>) {
+        let score = read.map(|r| Score::compare(r, want)).unwrap_or_default();
         self.add(&score);
-        let got = read.map(|r| r.attributes.shape.index()).unwrap_or(3);
+        let got = read.map(|r| r.shape.index()).unwrap_or(3);
         self.shape_confusion[want.shape.index()][got] += 1;
         let by = &mut self.shape_by_size[want.size.index()];
         by.0 += score.shape as usize;
@@ -128,12 +131,17 @@ impl Tally {
             let cells: Vec<String> = row.iter().map(|c| c.to_string()).collect();
             out += &format!("| {} | {} |\n", names[i], cells.join(" | "));
         }
-        let [small, large] = self.shape_by_size;
-        out += &format!(
-            "\nShape right: small {}/{}, large {}/{}.\n",
-            small.0, small.1, large.0, large.1
-        );
+        out += &format!("\nShape right: {}.\n", self.shape_by_size_line());
         out
+    }
+
+    /// `small a/b, large c/d`: right shapes per wanted size.
+    pub fn shape_by_size_line(&self) -> String {
+        let [small, large] = self.shape_by_size;
+        format!(
+            "small {}/{}, large {}/{}",
+            small.0, small.1, large.0, large.1
+        )
     }
 
     fn pct(&self, c: usize) -> f64 {
@@ -1126,12 +1134,6 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
             .fold((refs[0].0, f32::MIN), |b, x| if x.1 > b.1 { x } else { b })
             .0
     };
-    let score = |got: &Attributes, want: &Attributes| Score {
-        shape: got.shape == want.shape,
-        colour: got.colour == want.colour,
-        size: got.size == want.size,
-        position: got.position == want.position,
-    };
     let held = combinations(Split::HeldOut);
     let mut seen = combinations(Split::Train);
     seen.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
@@ -1146,6 +1148,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
         "| embeddings | combinations | n | shape | colour | size | position | all four | mean cos to own renders | mean L2 norm |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    let mut shape_lines = Vec::new();
     for (name, combos) in [("held out", &held), ("seen", &seen)] {
         if combos.is_empty() {
             continue;
@@ -1163,7 +1166,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                 let emb = pipe.encode_images(&imgs)?;
                 norm += norm_sum(emb.clone())?;
                 for (a, e) in chunk.iter().zip(unit_rows(emb)?) {
-                    tally.add(&score(&read(&e), a));
+                    tally.add_reading(a, Some(&read(&e)));
                     cos += own_cos(&refs, a, &e);
                 }
             }
@@ -1171,6 +1174,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
         let row = tally.row(&format!("renders | {name}"));
         let n = tally.n.max(1) as f32;
         println!("{row} {:.3} | {:.3} |", cos / n, norm / n);
+        shape_lines.push(format!("renders, {name}: {}", tally.shape_by_size_line()));
         for &g in &args.guidance {
             pipe.settings.prior_guidance_scale = g;
             let mut tally = Tally::default();
@@ -1188,7 +1192,7 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
                     })?;
                     norm += norm_sum(emb.clone())?;
                     for (a, e) in chunk.iter().zip(unit_rows(emb)?) {
-                        tally.add(&score(&read(&e), a));
+                        tally.add_reading(a, Some(&read(&e)));
                         cos += own_cos(&refs, a, &e);
                     }
                 }
@@ -1196,7 +1200,15 @@ pub fn eval_prior(args: &EvalPriorArgs) -> Result<(), Error> {
             let row = tally.row(&format!("prior, guidance {g} | {name}"));
             let n = tally.n.max(1) as f32;
             println!("{row} {:.3} | {:.3} |", cos / n, norm / n);
+            shape_lines.push(format!(
+                "prior, guidance {g}, {name}: {}",
+                tally.shape_by_size_line()
+            ));
         }
+    }
+    println!("\nShape right by size:");
+    for line in &shape_lines {
+        println!("- {line}");
     }
     println!("\n(wall time {:.0} s)", t0.elapsed().as_secs_f64());
     Ok(())
