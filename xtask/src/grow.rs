@@ -56,17 +56,10 @@ pub fn grown_config(config: &UNet2DConditionConfig) -> Result<UNet2DConditionCon
     prepend(&mut cfg.cross_attention_dim);
     prepend(&mut cfg.only_cross_attention);
     cfg.sample_size = match config.sample_size {
-        Some(s) => {
-            let [h, w] = s.hw();
-            Some(SampleSize::Rect([2 * h, 2 * w]))
-        }
+        Some(SampleSize::Square(side)) => Some(SampleSize::Square(2 * side)),
+        Some(SampleSize::Rect([h, w])) => Some(SampleSize::Rect([2 * h, 2 * w])),
         None => return Err("the decoder config has no sample_size to double".into()),
     };
-    if let Some(SampleSize::Rect([h, w])) = cfg.sample_size
-        && h == w
-    {
-        cfg.sample_size = Some(SampleSize::Square(h));
-    }
     Ok(cfg)
 }
 
