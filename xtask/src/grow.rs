@@ -71,7 +71,6 @@ pub fn grow_unet(
 ) -> Result<UNet2DConditionModel, Error> {
     let cfg = grown_config(&unet.config)?;
     let mut grown = UNet2DConditionModel::new(&cfg, device)?;
-    let n = unet.up_blocks.len();
     grown.conv_in = unet.conv_in;
     grown.time_embedding = unet.time_embedding;
     grown.mid_block = unet.mid_block;
@@ -91,13 +90,12 @@ pub fn grow_unet(
     // Up: the old blocks; the old top one gets the new upsampler; then the new outer block.
     let mut old_up = unet.up_blocks;
     let top = old_up.pop().ok_or("the decoder has no up blocks")?;
-    let new_up = std::mem::take(&mut grown.up_blocks);
-    let mut new_up = new_up.into_iter().skip(n - 1);
+    // The grown model's up blocks end with the old top level (now with an upsampler) and the
+    // new outer level.
+    let mut new_up = std::mem::take(&mut grown.up_blocks);
+    let mut outer = new_up.pop().ok_or("the grown decoder has no up blocks")?;
     let mut grown_top = new_up
-        .next()
-        .ok_or("the grown decoder has too few up blocks")?;
-    let mut outer = new_up
-        .next()
+        .pop()
         .ok_or("the grown decoder has too few up blocks")?;
     grown_top.resnets = top.resnets;
     grown_top.attentions = top.attentions;
@@ -136,20 +134,37 @@ pub fn grow(args: &GrowArgs) -> Result<(), Error> {
     if args.to.exists() {
         return Err(format!("--to {}: already exists", args.to.display()).into());
     }
-    let device = crate::shapes::compute_device()?;
-    for unet_dir in ["decoder", "online/decoder"] {
-        let from = args.from.join(unet_dir);
-        let unet = UNet2DConditionModel::from_pretrained(&from, &device)
-            .map_err(|e| format!("{}: {e}", from.display()))?;
-        grow_unet(unet, &device)?.save_pretrained(args.to.join(unet_dir))?;
-    }
-    for file in [
+    const COPIED: [&str; 5] = [
         "text_proj/config.json",
         "text_proj/diffusion_pytorch_model.safetensors",
         "online/text_proj/config.json",
         "online/text_proj/diffusion_pytorch_model.safetensors",
         "trainer_state.json",
-    ] {
+    ];
+    // Check every input before writing anything, so a bad --from leaves no partial --to.
+    for file in COPIED {
+        let path = args.from.join(file);
+        if !path.is_file() {
+            return Err(format!(
+                "--from {}: missing {file} (not a decoder trainer checkpoint folder)",
+                args.from.display()
+            )
+            .into());
+        }
+    }
+    let device = crate::shapes::compute_device()?;
+    // Both UNets (EMA and online) are loaded and grown before anything is written.
+    let mut grown = Vec::with_capacity(2);
+    for unet_dir in ["decoder", "online/decoder"] {
+        let from = args.from.join(unet_dir);
+        let unet = UNet2DConditionModel::from_pretrained(&from, &device)
+            .map_err(|e| format!("{}: {e}", from.display()))?;
+        grown.push((unet_dir, grow_unet(unet, &device)?));
+    }
+    for (unet_dir, unet) in grown {
+        unet.save_pretrained(args.to.join(unet_dir))?;
+    }
+    for file in COPIED {
         let (from, to) = (args.from.join(file), args.to.join(file));
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent)?;
