@@ -1,4 +1,6 @@
-//! Growing a trained decoder by one outer level at twice its resolution (`xtask grow-decoder`).
+//! Growing a trained decoder (`xtask grow-decoder`): by one outer level at twice its resolution
+//! (`--mode outer-level`, below), or by cross-attention at its top level (`--mode
+//! top-attention`, [`add_top_attention`]).
 //!
 //! The shapes world's 32x32 decoder draws small shapes (6 pixels) as round dots; at 64x64 they
 //! are 11-12 pixels, the size at which the 32x32 decoder already draws large shapes right. A
@@ -21,12 +23,20 @@
 //! head: with 1x1 `conv_in`/`conv_out` kernels exactly `up2(old(avgpool(x)))` (tested below);
 //! with the 3x3 kernels the decoders use, approximately (the kernels see half the footprint).
 //! Training then teaches the outer level the 64x64 detail.
+//!
+//! `--mode top-attention` keeps the resolution and gives the top level (where the shapes world's
+//! small shapes are drawn: 6 pixels at 32x32, 3 at the next level) what only the inner levels
+//! had: attention to the text tokens and the four image-embedding tokens, so the conditioning
+//! can vary per pixel instead of reaching the top level only as the time embedding's per-channel
+//! scale and shift. The new attentions' output projections start at zero (the model is
+//! unchanged until trained).
 
 use std::path::PathBuf;
 
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
+use unclip_decoder::attention::AddedKvAttention;
 use unclip_decoder::config::{DownBlockType, OneOrMany, SampleSize, UpBlockType};
 use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
 
@@ -114,7 +124,109 @@ pub fn grow_unet(
     Ok(grown)
 }
 
-/// `xtask grow-decoder`: a decoder trainer checkpoint folder grown by one outer level.
+/// The config of `config` with cross-attention added to its top level: the first down block becomes a
+/// `SimpleCrossAttnDownBlock2D` and the last up block a `SimpleCrossAttnUpBlock2D` (the attention
+/// settings of the next level down are reused when the per-block lists name them).
+pub fn top_attention_config(
+    config: &UNet2DConditionConfig,
+) -> Result<UNet2DConditionConfig, Error> {
+    let mut cfg = config.clone();
+    match (
+        cfg.down_block_types.first_mut(),
+        cfg.up_block_types.last_mut(),
+    ) {
+        (
+            Some(down @ DownBlockType::ResnetDownsampleBlock2D),
+            Some(up @ UpBlockType::ResnetUpsampleBlock2D),
+        ) => {
+            *down = DownBlockType::SimpleCrossAttnDownBlock2D;
+            *up = UpBlockType::SimpleCrossAttnUpBlock2D;
+        }
+        _ => {
+            return Err(
+                "the decoder's top level is not a ResnetDownsampleBlock2D / \
+                        ResnetUpsampleBlock2D pair (already attends, or another block type)"
+                    .into(),
+            );
+        }
+    }
+    // Cross-attention only at the top level: each pixel attends to the text tokens and the four
+    // image-embedding tokens, not to the other 1024 pixels (self-attention there cost ~15x the
+    // step on this machine). The other levels keep their setting; the mid block keeps the one
+    // it had (stated explicitly, since a per-block list would change its default).
+    let n = cfg.block_out_channels.len();
+    let mut only = cfg
+        .only_cross_attention
+        .per_block(n, "only_cross_attention")?;
+    if cfg.mid_block_only_cross_attention.is_none() {
+        cfg.mid_block_only_cross_attention = Some(match &config.only_cross_attention {
+            OneOrMany::One(b) => *b,
+            OneOrMany::Many(_) => false,
+        });
+    }
+    only[0] = true;
+    cfg.only_cross_attention = OneOrMany::Many(only);
+    Ok(cfg)
+}
+
+/// `unet` with cross-attention added to its top level (after every resnet of the first
+/// down block and of the last up block, as `SimpleCrossAttn*Block2D` place them). Every new
+/// attention's `to_out` starts at zero, so its residual adds nothing and the model computes
+/// exactly what `unet` did until training moves it; every other weight is carried over.
+pub fn add_top_attention(
+    unet: UNet2DConditionModel,
+    device: &Device,
+) -> Result<UNet2DConditionModel, Error> {
+    let cfg = top_attention_config(&unet.config)?;
+    let mut grown = UNet2DConditionModel::new(&cfg, device)?;
+    let zeroed = |attentions: &mut Vec<AddedKvAttention>| {
+        let mut out = std::mem::take(attentions);
+        for a in out.iter_mut() {
+            a.to_out.weight = Param::from_tensor(a.to_out.weight.val().zeros_like());
+            if let Some(b) = a.to_out.bias.take() {
+                a.to_out.bias = Some(Param::from_tensor(b.val().zeros_like()));
+            }
+        }
+        out
+    };
+    let (Some(new_down), Some(new_up)) =
+        (grown.down_blocks.first_mut(), grown.up_blocks.last_mut())
+    else {
+        return Err("the decoder has no blocks".into());
+    };
+    let (down_attn, up_attn) = (
+        zeroed(&mut new_down.attentions),
+        zeroed(&mut new_up.attentions),
+    );
+    grown.conv_in = unet.conv_in;
+    grown.time_embedding = unet.time_embedding;
+    grown.mid_block = unet.mid_block;
+    grown.conv_norm_out = unet.conv_norm_out;
+    grown.conv_out = unet.conv_out;
+    grown.down_blocks = unet.down_blocks;
+    grown.up_blocks = unet.up_blocks;
+    let (Some(top_down), Some(top_up)) =
+        (grown.down_blocks.first_mut(), grown.up_blocks.last_mut())
+    else {
+        return Err("the decoder has no blocks".into());
+    };
+    top_down.attentions = down_attn;
+    top_up.attentions = up_attn;
+    Ok(grown)
+}
+
+/// How `xtask grow-decoder` grows the decoder.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GrowMode {
+    /// One new outer level at twice the resolution (see the module docs).
+    OuterLevel,
+    /// Cross-attention (to the text and image-embedding tokens) added to the top level, at the
+    /// same resolution.
+    TopAttention,
+}
+
+/// `xtask grow-decoder`: a decoder trainer checkpoint folder grown by one outer level, or by
+/// attention at its top level.
 #[derive(clap::Args)]
 pub struct GrowArgs {
     /// A decoder trainer checkpoint folder (`trainer_state.json`, `decoder/`, `text_proj/`,
@@ -125,6 +237,9 @@ pub struct GrowArgs {
     /// `clip/` must be beside it to train on). Must not exist yet.
     #[arg(long)]
     pub to: PathBuf,
+    /// What to add.
+    #[arg(long, value_enum, default_value = "outer-level")]
+    pub mode: GrowMode,
 }
 
 /// Grows both the EMA and the online UNet of a decoder trainer checkpoint; the text projection
@@ -159,7 +274,11 @@ pub fn grow(args: &GrowArgs) -> Result<(), Error> {
         let from = args.from.join(unet_dir);
         let unet = UNet2DConditionModel::from_pretrained(&from, &device)
             .map_err(|e| format!("{}: {e}", from.display()))?;
-        grown.push((unet_dir, grow_unet(unet, &device)?));
+        let unet = match args.mode {
+            GrowMode::OuterLevel => grow_unet(unet, &device)?,
+            GrowMode::TopAttention => add_top_attention(unet, &device)?,
+        };
+        grown.push((unet_dir, unet));
     }
     for (unet_dir, unet) in grown {
         unet.save_pretrained(args.to.join(unet_dir))?;
@@ -267,5 +386,54 @@ mod tests {
             "the old model's output is not trivial: {scale}"
         );
         assert!(err < 1e-4 * scale.max(1.0), "max |grown - old| = {err}");
+    }
+
+    #[test]
+    fn top_attention_starts_as_the_old_model_and_is_wired_in() {
+        let device = device();
+        device.seed(11);
+        let mut cfg = config();
+        cfg.conv_in_kernel = 3;
+        cfg.conv_out_kernel = 3;
+        let old = UNet2DConditionModel::new(&cfg, &device).expect("old model");
+        let x: Tensor<4> = Tensor::random([2, 3, 16, 16], Distribution::Normal(0.0, 1.0), &device);
+        let t = Tensor::<1>::from_floats([30.0, 700.0], &device);
+        let ctx: Tensor<3> = Tensor::random([2, 5, 64], Distribution::Normal(0.0, 1.0), &device);
+        let emb: Tensor<2> = Tensor::random([2, 64], Distribution::Normal(0.0, 0.5), &device);
+        let run = |m: &UNet2DConditionModel| {
+            m.forward(x.clone(), t.clone(), ctx.clone(), Some(emb.clone()), None)
+                .expect("forward")
+        };
+        let want = run(&old);
+        let mut grown = add_top_attention(old, &device).expect("top attention");
+        assert_eq!(
+            grown.config.down_block_types[0],
+            DownBlockType::SimpleCrossAttnDownBlock2D
+        );
+        assert_eq!(
+            grown.config.up_block_types.last(),
+            Some(&UpBlockType::SimpleCrossAttnUpBlock2D)
+        );
+        let n_down = grown.down_blocks[0].attentions.len();
+        let n_up = grown.up_blocks.last().map_or(0, |b| b.attentions.len());
+        assert_eq!((n_down, n_up), (1, 2), "one attention per resnet");
+        // Cross-attention only at the top; the levels below and the mid block keep their
+        // self-attention.
+        assert!(grown.down_blocks[0].attentions[0].to_k.is_none());
+        assert!(grown.down_blocks[1].attentions[0].to_k.is_some());
+        let mid = grown.mid_block.as_ref().expect("mid block");
+        assert!(mid.attentions[0].to_k.is_some());
+        let err: f32 = (run(&grown) - want.clone()).abs().max().into_scalar();
+        assert!(err < 1e-5, "zeroed attentions change the output by {err}");
+        // A non-zero output projection must change the output: the attention is in the path.
+        let a = &mut grown.down_blocks[0].attentions[0];
+        a.to_out.weight = Param::from_tensor(a.to_out.weight.val().ones_like());
+        let moved: f32 = (run(&grown) - want).abs().max().into_scalar();
+        assert!(
+            moved > 1e-3,
+            "the top attention does not reach the output ({moved})"
+        );
+        // Growing twice is refused: the top level already attends.
+        assert!(add_top_attention(grown, &device).is_err());
     }
 }
