@@ -120,9 +120,10 @@ pub fn grow_unet(
     Ok(grown)
 }
 
-/// The config of `config` with cross-attention added to its top level: the first down block becomes a
-/// `SimpleCrossAttnDownBlock2D` and the last up block a `SimpleCrossAttnUpBlock2D` (the attention
-/// settings of the next level down are reused when the per-block lists name them).
+/// The config of `config` with cross-attention added to its top level: the first down block
+/// becomes a `SimpleCrossAttnDownBlock2D` and the last up block a `SimpleCrossAttnUpBlock2D`, with
+/// `only_cross_attention[0]` set (the top level's entries of the other per-block attention
+/// settings, e.g. `attention_head_dim`, apply as they are).
 pub fn top_attention_config(
     config: &UNet2DConditionConfig,
 ) -> Result<UNet2DConditionConfig, Error> {
@@ -148,8 +149,9 @@ pub fn top_attention_config(
     }
     // Cross-attention only at the top level: each pixel attends to the text tokens and the four
     // image-embedding tokens, not to the other 1024 pixels (self-attention there too made a
-    // batch-32 step ~12 s instead of 0.65 s here, measured with a build beside it). The other levels keep their setting; the mid block keeps the one
-    // it had (stated explicitly, since a per-block list would change its default).
+    // batch-32 step ~12 s instead of 0.65 s here, measured with a build beside it). The other
+    // levels keep their setting; the mid block keeps the one it had (stated explicitly, since a
+    // per-block list would change its default).
     let n = cfg.block_out_channels.len();
     let mut only = cfg
         .only_cross_attention
