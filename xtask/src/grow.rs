@@ -36,10 +36,9 @@ use std::path::PathBuf;
 use burn::module::Param;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor, TensorData};
-use unclip_decoder::attention::AddedKvAttention;
-use unclip_decoder::blocks::{DownBlock, UpBlock};
 use unclip_decoder::config::{DownBlockType, OneOrMany, SampleSize, UpBlockType};
 use unclip_decoder::{UNet2DConditionConfig, UNet2DConditionModel};
+use unclip_nn::Linear;
 
 use crate::shapes::Error;
 
@@ -82,10 +81,14 @@ pub fn grow_unet(
 ) -> Result<UNet2DConditionModel, Error> {
     let cfg = grown_config(&unet.config)?;
     let mut grown = UNet2DConditionModel::new(&cfg, device)?;
-    let (old_down, mut old_up) = carry_stem(&mut grown, unet);
+    grown.conv_in = unet.conv_in;
+    grown.time_embedding = unet.time_embedding;
+    grown.mid_block = unet.mid_block;
+    grown.conv_norm_out = unet.conv_norm_out;
+    grown.conv_out = unet.conv_out;
     // Down: the new outer block, then the old ones.
     grown.down_blocks.truncate(1);
-    grown.down_blocks.extend(old_down);
+    grown.down_blocks.extend(unet.down_blocks);
     let outer_down = &mut grown.down_blocks[0];
     for r in outer_down
         .resnets
@@ -95,6 +98,7 @@ pub fn grow_unet(
         zero_conv(&mut r.conv2);
     }
     // Up: the old blocks; the old top one gets the new upsampler; then the new outer block.
+    let mut old_up = unet.up_blocks;
     let top = old_up.pop().ok_or("the decoder has no up blocks")?;
     // The grown model's up blocks end with the old top level (now with an upsampler) and the
     // new outer level.
@@ -150,18 +154,11 @@ pub fn top_attention_config(
     // Cross-attention only at the top level: each pixel attends to the text tokens and the four
     // image-embedding tokens, not to the other 1024 pixels (self-attention there too made a
     // batch-32 step ~12 s instead of 0.65 s here, measured with a build beside it). The other
-    // levels keep their setting; the mid block keeps the one it had (stated explicitly, since a
-    // per-block list would change its default).
-    let n = cfg.block_out_channels.len();
-    let mut only = cfg
-        .only_cross_attention
-        .per_block(n, "only_cross_attention")?;
-    if cfg.mid_block_only_cross_attention.is_none() {
-        cfg.mid_block_only_cross_attention = Some(match &config.only_cross_attention {
-            OneOrMany::One(b) => *b,
-            OneOrMany::Many(_) => false,
-        });
-    }
+    // levels keep their setting; the mid block keeps the one it had, written out since a
+    // per-block list would change its default (both read from the decoder's own layout).
+    let layout = config.layout()?;
+    let mut only = layout.only_cross_attention;
+    cfg.mid_block_only_cross_attention = Some(layout.mid_only_cross_attention);
     only[0] = true;
     cfg.only_cross_attention = OneOrMany::Many(only);
     Ok(cfg)
@@ -172,39 +169,31 @@ pub fn top_attention_config(
 /// attention's `to_out` starts at zero, so its residual adds nothing and the model computes
 /// exactly what `unet` did until training moves it; every other weight is carried over.
 pub fn add_top_attention(
-    unet: UNet2DConditionModel,
+    mut unet: UNet2DConditionModel,
     device: &Device,
 ) -> Result<UNet2DConditionModel, Error> {
     let cfg = top_attention_config(&unet.config)?;
-    let mut grown = UNet2DConditionModel::new(&cfg, device)?;
-    let zeroed = |attentions: &mut Vec<AddedKvAttention>| {
-        let mut out = std::mem::take(attentions);
-        for a in out.iter_mut() {
-            a.to_out.weight = Param::from_tensor(a.to_out.weight.val().zeros_like());
-            if let Some(b) = a.to_out.bias.take() {
-                a.to_out.bias = Some(Param::from_tensor(b.val().zeros_like()));
-            }
-        }
-        out
-    };
-    let (Some(new_down), Some(new_up)) =
-        (grown.down_blocks.first_mut(), grown.up_blocks.last_mut())
-    else {
+    // The new attentions come from a fresh model of the new config; everything else is `unet`.
+    let fresh = UNet2DConditionModel::new(&cfg, device)?;
+    let (Some(fresh_down), Some(fresh_up), Some(top_down), Some(top_up)) = (
+        fresh.down_blocks.into_iter().next(),
+        fresh.up_blocks.into_iter().next_back(),
+        unet.down_blocks.first_mut(),
+        unet.up_blocks.last_mut(),
+    ) else {
         return Err("the decoder has no blocks".into());
     };
-    let (down_attn, up_attn) = (
-        zeroed(&mut new_down.attentions),
-        zeroed(&mut new_up.attentions),
-    );
-    (grown.down_blocks, grown.up_blocks) = carry_stem(&mut grown, unet);
-    let (Some(top_down), Some(top_up)) =
-        (grown.down_blocks.first_mut(), grown.up_blocks.last_mut())
-    else {
-        return Err("the decoder has no blocks".into());
-    };
-    top_down.attentions = down_attn;
-    top_up.attentions = up_attn;
-    Ok(grown)
+    top_down.attentions = fresh_down.attentions;
+    top_up.attentions = fresh_up.attentions;
+    for a in top_down
+        .attentions
+        .iter_mut()
+        .chain(top_up.attentions.iter_mut())
+    {
+        zero_linear(&mut a.to_out);
+    }
+    unet.config = cfg;
+    Ok(unet)
 }
 
 /// How `xtask grow-decoder` grows the decoder.
@@ -286,25 +275,19 @@ pub fn grow(args: &GrowArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// Moves `unet`'s input convolution, time embedding, mid block and output head into `grown`
-/// (they keep their shapes in both growths) and returns its down and up blocks.
-fn carry_stem(
-    grown: &mut UNet2DConditionModel,
-    unet: UNet2DConditionModel,
-) -> (Vec<DownBlock>, Vec<UpBlock>) {
-    grown.conv_in = unet.conv_in;
-    grown.time_embedding = unet.time_embedding;
-    grown.mid_block = unet.mid_block;
-    grown.conv_norm_out = unet.conv_norm_out;
-    grown.conv_out = unet.conv_out;
-    (unet.down_blocks, unet.up_blocks)
-}
-
 /// Zeroes a convolution's weight and bias.
 fn zero_conv(conv: &mut Conv2d) {
     conv.weight = Param::from_tensor(conv.weight.val().zeros_like());
     if let Some(b) = conv.bias.take() {
         conv.bias = Some(Param::from_tensor(b.val().zeros_like()));
+    }
+}
+
+/// Zeroes a linear layer's weight and bias.
+fn zero_linear(linear: &mut Linear) {
+    linear.weight = Param::from_tensor(linear.weight.val().zeros_like());
+    if let Some(b) = linear.bias.take() {
+        linear.bias = Some(Param::from_tensor(b.val().zeros_like()));
     }
 }
 
