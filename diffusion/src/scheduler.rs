@@ -405,7 +405,7 @@ impl UnCLIPScheduler {
     /// unclipped eps: under classifier-free guidance the guided `x_0` overshoots [-1, 1], the
     /// clip removes the overshoot from `x_0` but the eps term carries it into `x_prev`, and the
     /// samples fill with noise (the shapes decoder: oracle position 25% instead of 100%,
-    /// docs/shapes.md, session 12). Without clipping both choices are the same.
+    /// docs/shapes.md). Without clipping both choices are the same.
     pub fn ddim_step<const D: usize, N: NoiseSource + ?Sized>(
         &self,
         model_output: Tensor<D>,

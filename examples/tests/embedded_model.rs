@@ -7,16 +7,16 @@
 //!   where a broken stage lands: an untrained or mis-loaded prior, decoder or upsampler drops the
 //!   scores to chance (1/3 shape, 1/6 colour, 1/2 size, 1/9 position; P(>= 5 of 8 shapes by
 //!   chance) = 0.088, P(>= 6 of 8 colours) < 1e-3, P(>= 6 of 8 sizes) = 0.14, P(>= 7 of 8
-//!   positions) < 1e-6) or below (noise reads as nothing). The committed model (session 14:
-//!   decoder step 26400, DDIM 50, prior guidance 2, decoder guidance 3) scores shape 7, colour 7,
-//!   size 8, position 8 of 8, all four 6 (session 13's decoder at 17700: 5 / 8 / 8 / 8 / 5;
-//!   session 7's at 13200 with ancestral 250: 2 / 8 / 8 / 8 / 2; docs/shapes.md). The floors for
-//!   colour, size and position were raised from 4 / 5 / 6 in session 5; the shape floor (5) was
-//!   added in session 14, when the model's own score left it a margin of two.
+//!   positions) < 1e-6) or below (noise reads as nothing). The committed model (decoder step
+//!   26400, DDIM 50, prior guidance 2, decoder guidance 3) scores shape 7, colour 7,
+//!   size 8, position 8 of 8, all four 6 (the decoder at step 17700: 5 / 8 / 8 / 8 / 5;
+//!   at 13200 with ancestral 250: 2 / 8 / 8 / 8 / 2; docs/shapes.md). The floors for
+//!   colour, size and position were raised from 4 / 5 / 6 as the model improved; the shape floor
+//!   (5) was added once the model's own score left it a margin of two.
 //! - `embedded_model_meets_the_goal` is issue #7's goal (>= 90% per attribute, >= 75% all four on
 //!   held-out combinations), on every held-out combination once (40 captions, ~4 min on flex);
 //!   ignored until the model meets it. (Eight captions are too few to judge the goal: the
-//!   session-14 model clears 7 of 8 and 6 of 8 on the CI test's eight, and on the 40 it reads
+//!   committed model clears 7 of 8 and 6 of 8 on the CI test's eight, and on the 40 it reads
 //!   shape 23, colour 39, size 40, position 40, all four 22: 192 s with the CI test beside it.)
 
 use burn::tensor::Device;

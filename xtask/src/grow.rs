@@ -5,7 +5,7 @@
 //! The shapes world's 32x32 decoder draws small shapes (6 pixels) as round dots; at 64x64 they
 //! are 11-12 pixels, the size at which the 32x32 decoder already draws large shapes right. A
 //! 64x64 decoder trained from scratch costs days of this CPU, and running the 32x32 weights at
-//! 64x64 (session 9) moves the attention to 32x32 (1024 tokens, 5-6x the step cost). Growing
+//! 64x64 (tried first) moves the attention to 32x32 (1024 tokens, 5-6x the step cost). Growing
 //! instead keeps the trained network as the *inner* levels, still seeing a 32x32 world, and adds
 //! a thin outer level in front of it (progressive growing, as in ProGAN, applied to a UNet):
 //!

@@ -85,7 +85,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1500)]
     pub sr1_steps: u64,
     /// The 32 -> 64 stage's low-resolution augmentation for a fresh run: `blur-noise` (the
-    /// committed model's since session 7: blur with sigma 0.4-0.8 and, with probability 0.75,
+    /// committed model's: blur with sigma 0.4-0.8 and, with probability 0.75,
     /// Gaussian noise of sigma 2/255-40/255, for robustness to the decoder's speckle) or `blur`
     /// (DALL-E 2's first upsampler: Gaussian blur, kernel 3, sigma 0.6).
     #[arg(long, default_value = "blur-noise")]
