@@ -7,7 +7,7 @@
 # measures the EMA's x_0 and eps error at t = 100/300/500/800 on held-out examples
 # (`dump-decoder-stream --held-out`) every --eval-every steps. `--eval-only RUN/decoder`
 # measures a unclip run's decoder checkpoint (diffusers layout) with the same code, so the two
-# trainers' curves are comparable step for step (docs/shapes.md, "Session 11").
+# trainers' curves are comparable step for step (docs/training.md).
 #
 #   cargo run -p xtask -- dump-decoder-stream --run R --out train.safetensors --steps 3000
 #   cargo run -p xtask -- dump-decoder-stream --run R --out held.safetensors --steps 8 --held-out --seed 7
