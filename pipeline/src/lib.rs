@@ -43,3 +43,8 @@ pub use unclip_nn as nn;
 pub use unclip_prior as prior;
 pub use unclip_tokenizer as tokenizer;
 pub use unclip_upsampler as upsampler;
+
+/// The README's code, compiled as a doctest (`cargo test -p unclip --doc`).
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
