@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use burn::tensor::Device;
+use burn::tensor::FloatDType;
 use image::RgbImage;
 use indicatif::{ProgressBar, ProgressStyle};
-use unclip::{Control, Generation, Progress, Settings, Stage, UnclipBuilder, UnclipPipeline};
+use unclip::{
+    Control, Generation, MemoryMode, Progress, Settings, Stage, UnclipBuilder, UnclipPipeline,
+};
 
 /// The examples' error type: anything printable.
 pub type Error = Box<dyn std::error::Error>;
@@ -50,6 +53,75 @@ pub struct ModelArgs {
     /// folder's, else 0; needs a `noised_image_encoder` in the folder).
     #[arg(long, value_name = "S")]
     pub clip_guidance: Option<f32>,
+    /// Prior denoising steps (default: the model folder's, else 25).
+    #[arg(long, value_name = "N")]
+    pub prior_steps: Option<usize>,
+    /// Prior classifier-free guidance scale, <= 1 for none (default: the model folder's, else 4).
+    #[arg(long, value_name = "S")]
+    pub prior_guidance: Option<f32>,
+    /// Prior samples per prompt, the one closest to the caption in CLIP kept (default: the
+    /// model folder's, else 1).
+    #[arg(long, value_name = "K")]
+    pub prior_candidates: Option<usize>,
+    /// Float dtype every model computes in (f16 and bf16 need a backend that has them: flex does,
+    /// ndarray does not).
+    #[arg(long, value_enum, value_name = "T", default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// Where the weights live: `resident` (all loaded once) or `staged` (each stage's models
+    /// loaded right before the stage and dropped after it: less memory, more loading).
+    #[arg(long, value_enum, value_name = "M", default_value_t = Memory::Resident)]
+    pub memory: Memory,
+}
+
+/// `--dtype`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    /// 32-bit floats (the default).
+    F32,
+    /// IEEE half precision.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
+impl From<Dtype> for FloatDType {
+    fn from(d: Dtype) -> FloatDType {
+        match d {
+            Dtype::F32 => FloatDType::F32,
+            Dtype::F16 => FloatDType::F16,
+            Dtype::Bf16 => FloatDType::BF16,
+        }
+    }
+}
+
+/// `--memory`.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// Every model loaded once and kept.
+    Resident,
+    /// Each stage's models loaded for the stage only.
+    Staged,
+}
+
+impl From<Memory> for MemoryMode {
+    fn from(m: Memory) -> MemoryMode {
+        match m {
+            Memory::Resident => MemoryMode::Resident,
+            Memory::Staged => MemoryMode::Staged,
+        }
+    }
+}
+
+/// `--xt` of the editing examples (`interpolate`, `text_diff`): where the decoder's `x_T` comes
+/// from.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Xt {
+    /// The DDIM-inverted latent of the input image(s), as DALL-E 2 edits (decoded with DDIM).
+    Inverted,
+    /// One noise draw from `--seed`, the same for every frame.
+    Seed,
+    /// (interpolate) noise slerped from `--seed`'s draw to `--seed-b`'s.
+    Interpolated,
 }
 
 /// Which kind of checkpoint an example needs.
@@ -73,10 +145,12 @@ impl ModelKind {
 impl ModelArgs {
     /// The pipeline settings: the model folder's recommended settings (`unclip_settings.json`;
     /// Karlo's defaults when it has none) with the flags applied.
-    pub fn settings(&self, dir: &Path, prior_steps: Option<usize>) -> Result<Settings> {
+    pub fn settings(&self, dir: &Path) -> Result<Settings> {
         let d = Settings::from_model_dir(dir)?;
         Ok(Settings {
-            prior_steps: prior_steps.unwrap_or(d.prior_steps),
+            prior_steps: self.prior_steps.unwrap_or(d.prior_steps),
+            prior_guidance_scale: self.prior_guidance.unwrap_or(d.prior_guidance_scale),
+            prior_candidates: self.prior_candidates.unwrap_or(d.prior_candidates),
             decoder_steps: self.decoder_steps.unwrap_or(d.decoder_steps),
             super_res_steps: self.super_res_steps.unwrap_or(d.super_res_steps),
             decoder_guidance_scale: self.decoder_guidance.unwrap_or(d.decoder_guidance_scale),
@@ -101,16 +175,28 @@ impl ModelArgs {
     }
 
     /// Loads the pipeline of `--model` (or the fallback) on `--device`.
-    pub fn load(&self, kind: ModelKind, prior_steps: Option<usize>) -> Result<UnclipPipeline> {
-        let device = self.device()?;
+    pub fn load(&self, kind: ModelKind) -> Result<UnclipPipeline> {
+        self.load_with(UnclipBuilder::new(), kind)
+    }
+
+    /// [`Self::load`] with a builder that may already hold components.
+    pub fn load_with(&self, builder: UnclipBuilder, kind: ModelKind) -> Result<UnclipPipeline> {
         let dir = self.model_dir(kind)?;
-        let pipe = load_pipeline(
-            UnclipBuilder::new(),
-            &dir,
-            device,
-            &self.device,
-            self.settings(&dir, prior_steps)?,
-        )?;
+        eprintln!(
+            "loading {} (device {}, {:?}, {:?})",
+            dir.display(),
+            self.device,
+            self.dtype,
+            self.memory
+        );
+        let pipe = builder
+            .device(self.device()?)
+            .from_pretrained(&dir)
+            .settings(self.settings(&dir)?)
+            .dtype(self.dtype.into())
+            .memory(self.memory.into())
+            .build()
+            .map_err(|e| format!("loading the model from {}: {e}", dir.display()))?;
         check_kind(&pipe, kind, &dir)?;
         Ok(pipe)
     }
@@ -176,23 +262,6 @@ pub fn resolve_model(model: Option<&Path>, kind: ModelKind) -> Result<PathBuf> {
         dir.display()
     )
     .into())
-}
-
-/// Loads a pipeline from `dir` with `builder` (which may already hold components).
-pub fn load_pipeline(
-    builder: UnclipBuilder,
-    dir: &Path,
-    device: Device,
-    device_name: &str,
-    settings: Settings,
-) -> Result<UnclipPipeline> {
-    eprintln!("loading {} (device {device_name})", dir.display());
-    builder
-        .device(device)
-        .from_pretrained(dir)
-        .settings(settings)
-        .build()
-        .map_err(|e| format!("loading the model from {}: {e}", dir.display()).into())
 }
 
 /// A progress bar per stage (prior, decoder, super-resolution), on standard error. With several
@@ -337,7 +406,7 @@ mod tests {
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
                 .expect("flags");
-            cli.model.settings(&dir, None).expect("settings")
+            cli.model.settings(&dir).expect("settings")
         };
         let s = parse(&[]);
         assert_eq!(
@@ -371,6 +440,27 @@ mod tests {
         assert_eq!(s.decoder_candidates, 1);
         assert_eq!(s.decoder_clip_guidance_scale, 0.0);
         assert!(Cli::try_parse_from(["x", "--decoder-sampler", "euler"]).is_err());
+        let s = parse(&[
+            "--prior-steps",
+            "7",
+            "--prior-guidance",
+            "1.5",
+            "--prior-candidates",
+            "2",
+        ]);
+        assert_eq!(
+            (s.prior_steps, s.prior_guidance_scale, s.prior_candidates),
+            (7, 1.5, 2)
+        );
+        assert_eq!(s.decoder_steps, 250);
+        let cli =
+            Cli::try_parse_from(["x", "--dtype", "bf16", "--memory", "staged"]).expect("flags");
+        assert_eq!(FloatDType::from(cli.model.dtype), FloatDType::BF16);
+        assert_eq!(MemoryMode::from(cli.model.memory), MemoryMode::Staged);
+        let cli = Cli::try_parse_from(["x"]).expect("no flags");
+        assert_eq!(FloatDType::from(cli.model.dtype), FloatDType::F32);
+        assert_eq!(MemoryMode::from(cli.model.memory), MemoryMode::Resident);
+        assert!(Cli::try_parse_from(["x", "--dtype", "f64"]).is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -19,6 +19,7 @@
 
 mod clip_guidance;
 mod component;
+mod edit;
 mod error;
 mod index;
 mod pipeline;
@@ -26,11 +27,12 @@ mod progress;
 
 pub use clip_guidance::NoisedClipGuide;
 pub use component::{Component, ComponentModel, MemoryMode};
+pub use edit::{Endpoint, Latent, XtMode, slerp};
 pub use error::UnclipError;
 pub use index::ModelIndex;
 pub use pipeline::{
     EncodedText, Generation, Latents, SETTINGS_FILE, Settings, SuperRes2, UnclipBuilder,
-    UnclipPipeline, XtMode, slerp,
+    UnclipPipeline,
 };
 pub use progress::{Control, Progress, ProgressFn, Stage};
 pub use unclip_diffusion::Sampler;

@@ -13,8 +13,8 @@ use unclip_clip::{
     ClipVisionModelWithProjection, NoisedClipVisionModel, Rgb8,
 };
 use unclip_decoder::{
-    DecoderError, DecoderGuide, DecoderRequest, GuidedDecoder, TextConditioning,
-    UNet2DConditionConfig, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder_guided,
+    DecoderError, DecoderGuide, DecoderRequest, TextConditioning, UNet2DConditionConfig,
+    UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder_guided,
 };
 use unclip_diffusion::{NoiseSource, Sampler, SeededNoise, UnCLIPScheduler};
 use unclip_prior::sample::PriorSampleConfig;
@@ -113,18 +113,6 @@ impl Settings {
     }
 }
 
-/// How the decoder's starting noise `x_T` behaves across interpolation frames.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XtMode {
-    /// The same `x_T` for every frame (the settings' seed).
-    Fixed,
-    /// Spherically interpolated from the settings' seed's `x_T` to `seed_b`'s.
-    Interpolated {
-        /// The seed of the last frame's `x_T`.
-        seed_b: u64,
-    },
-}
-
 /// Initial latents to use instead of drawing them (for reproducing a recorded run). The second
 /// super-resolution stage, when there is one, always draws its `x_T` from the noise source.
 #[derive(Debug, Clone, Default)]
@@ -179,7 +167,7 @@ impl EncodedText {
         }
     }
 
-    fn decoder(&self) -> TextConditioning {
+    pub(crate) fn decoder(&self) -> TextConditioning {
         TextConditioning {
             prompt_embeds: self.embeds.clone(),
             hidden_states: self.hidden_states.clone(),
@@ -187,7 +175,7 @@ impl EncodedText {
         }
     }
 
-    fn repeat(&self, n: usize) -> EncodedText {
+    pub(crate) fn repeat(&self, n: usize) -> EncodedText {
         if n == 1 {
             return self.clone();
         }
@@ -257,7 +245,7 @@ pub struct UnclipPipeline {
 }
 
 /// A model a stage holds while it runs; a staged one is listed in `loaded` until dropped.
-struct Held<'a, M> {
+pub(crate) struct Held<'a, M> {
     model: Arc<M>,
     slot: Option<(&'a Mutex<Vec<&'static str>>, &'static str)>,
 }
@@ -750,7 +738,7 @@ fn scheduler(dir: Option<&Path>, name: &'static str) -> Result<UnCLIPScheduler, 
 }
 
 /// Forwards one finished step of a stage sampler to the pipeline's callback.
-fn report(
+pub(crate) fn report(
     progress: &mut ProgressFn<'_>,
     stage: Stage,
     index: usize,
@@ -771,25 +759,11 @@ fn report(
 }
 
 /// A decoder-family error of `stage`, with a cancellation turned into the pipeline's own.
-fn stage_error(e: DecoderError, stage: Stage) -> UnclipError {
+pub(crate) fn stage_error(e: DecoderError, stage: Stage) -> UnclipError {
     match e {
         DecoderError::Cancelled { .. } => UnclipError::Cancelled { stage },
         e => e.into(),
     }
-}
-
-/// Spherical interpolation between two embeddings `a, b [N, E]` at fraction `t` (row-wise).
-/// Falls back to linear interpolation when the vectors are (nearly) parallel.
-pub fn slerp(a: Tensor<2>, b: Tensor<2>, t: f32) -> Tensor<2> {
-    let na = a.clone().powi_scalar(2).sum_dim(1).sqrt(); // [N, 1]
-    let nb = b.clone().powi_scalar(2).sum_dim(1).sqrt();
-    let cos = ((a.clone() * b.clone()).sum_dim(1) / (na * nb)).clamp(-1.0, 1.0); // [N, 1]
-    let theta = cos.clone().acos();
-    let sin = theta.clone().sin();
-    let parallel = sin.clone().abs().lower_elem(1e-6);
-    let wa = ((theta.clone() * (1.0 - t)).sin() / sin.clone()).mask_fill(parallel.clone(), 1.0 - t);
-    let wb = ((theta * t).sin() / sin).mask_fill(parallel, t);
-    a * wa + b * wb
 }
 
 impl UnclipPipeline {
@@ -853,7 +827,7 @@ impl UnclipPipeline {
 
     /// The model of `component` for a stage: the resident one, or loaded now and listed as
     /// loaded until the returned guard is dropped.
-    fn hold<M: ComponentModel>(
+    pub(crate) fn hold<M: ComponentModel>(
         &self,
         component: &Component<M>,
     ) -> Result<Held<'_, M>, UnclipError> {
@@ -875,7 +849,7 @@ impl UnclipPipeline {
     }
 
     /// `t` in the pipeline's float dtype (tensors given by the caller may have another).
-    fn in_dtype<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
+    pub(crate) fn in_dtype<const D: usize>(&self, t: Tensor<D>) -> Tensor<D> {
         if t.dtype() == self.dtype.into() {
             t
         } else {
@@ -891,7 +865,10 @@ impl UnclipPipeline {
     }
 
     /// [`Self::encode_text`] of several batches with the text encoder held once.
-    fn encode_texts(&self, batches: &[&[&str]]) -> Result<Vec<EncodedText>, UnclipError> {
+    pub(crate) fn encode_texts(
+        &self,
+        batches: &[&[&str]],
+    ) -> Result<Vec<EncodedText>, UnclipError> {
         if batches.iter().any(|b| b.is_empty()) {
             return Err(UnclipError::EmptyPrompt);
         }
@@ -1180,7 +1157,7 @@ impl UnclipPipeline {
     ///
     /// Every caller of `sample_super_res` in the pipeline goes through here, so the second stage
     /// runs wherever the first does. Its noise is drawn from `noise` after the first stage's.
-    fn super_resolve(
+    pub(crate) fn super_resolve(
         &self,
         image_small: Tensor<4>,
         latents: Option<Tensor<4>>,
@@ -1256,87 +1233,8 @@ impl UnclipPipeline {
         Ok((to_unit_range(y), Some(mid)))
     }
 
-    /// A variation that starts from the DDIM-inverted latent of the input image, as the paper
-    /// does (DALL-E 2 §3.1), rather than from fresh noise.
-    ///
-    /// The image (centre-cropped to a square, resized to the decoder's sample size, in `[-1, 1]`)
-    /// is inverted with deterministic DDIM under the decoder conditioned on its own CLIP image
-    /// embedding, up to the noise level of `strength` in `(0, 1]` (the last
-    /// `ceil(strength * decoder_steps)` of the decoder's timesteps; 1 inverts all the way to
-    /// `x_T`), then sampled back with DDIM (`eta` 0: a reconstruction close to the input; larger
-    /// `eta` and `strength`: freer variations), then super-resolved.
-    pub fn variation_from_inversion(
-        &self,
-        image: &RgbImage,
-        strength: f32,
-        eta: f32,
-        noise: &mut dyn NoiseSource,
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<Generation, UnclipError> {
-        if !(strength > 0.0 && strength <= 1.0) {
-            return Err(UnclipError::InvalidSetting {
-                name: "strength",
-                message: format!("{strength} is not in (0, 1]"),
-            });
-        }
-        let emb = self.encode_images(std::slice::from_ref(image))?; // [1, E]
-        let x0 = self.decoder_input(image)?; // [1, 3, S, S]
-        let cond = self.encode_text(&[""])?;
-        let guided = self.settings.decoder_guidance_scale > 1.0;
-        let decoder = self.hold(&self.decoder)?;
-        let text_proj = self.hold(&self.text_proj)?;
-        let model = GuidedDecoder::new(
-            &decoder,
-            &text_proj,
-            emb.clone(),
-            cond.decoder(),
-            guided.then(|| cond.decoder()),
-            self.settings.decoder_guidance_scale,
-        )
-        .map_err(|e| stage_error(e, Stage::Decoder))?;
-        let mut scheduler = self.decoder_scheduler.clone();
-        scheduler.set_timesteps(self.settings.decoder_steps)?;
-        let all = scheduler.timesteps().to_vec(); // descending
-        let k = ((strength * all.len() as f32).ceil() as usize).clamp(1, all.len());
-        let sub = all[all.len() - k..].to_vec();
-        let x_t = scheduler
-            .ddim_invert(x0, &sub, |x, t| model.output(x, t))
-            .map_err(|e| stage_error(e, Stage::Decoder))?;
-        let mut x = x_t;
-        for (i, &t) in sub.iter().enumerate() {
-            let prev = sub.get(i + 1).copied();
-            let out = model
-                .output(x.clone(), t)
-                .map_err(|e| stage_error(e, Stage::Decoder))?;
-            let step = scheduler.ddim_step(out, t, x, prev, eta, noise)?;
-            x = step.prev_sample;
-            if let std::ops::ControlFlow::Break(()) = report(
-                progress,
-                Stage::Decoder,
-                i,
-                sub.len(),
-                t,
-                Some(&step.pred_original_sample),
-            ) {
-                return Err(UnclipError::Cancelled {
-                    stage: Stage::Decoder,
-                });
-            }
-        }
-        let image_small = x.clamp(-1.0, 1.0);
-        drop(model);
-        drop((decoder, text_proj));
-        let (images, image_mid) = self.super_resolve(image_small.clone(), None, noise, progress)?;
-        Ok(Generation {
-            images,
-            image_embeddings: emb,
-            image_small,
-            image_mid,
-        })
-    }
-
     /// The decoder's sample `[C, H, W]`.
-    fn decoder_sample_shape(&self) -> Result<[usize; 3], UnclipError> {
+    pub(crate) fn decoder_sample_shape(&self) -> Result<[usize; 3], UnclipError> {
         decoder_sample_shape(self.decoder.config())
     }
 
@@ -1416,119 +1314,6 @@ impl UnclipPipeline {
             noise,
             progress,
         )
-    }
-
-    /// Interpolation between two image embeddings `a, b [1, E]` over `frames` frames (slerp),
-    /// decoded with the same noise for every frame (x_T held fixed: the seed is reset per frame).
-    pub fn interpolate(
-        &self,
-        a: Tensor<2>,
-        b: Tensor<2>,
-        frames: usize,
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<Vec<Generation>, UnclipError> {
-        self.interpolate_with(a, b, frames, XtMode::Fixed, progress)
-    }
-
-    /// [`Self::interpolate`] with a choice of how the decoder's `x_T` moves between frames.
-    pub fn interpolate_with(
-        &self,
-        a: Tensor<2>,
-        b: Tensor<2>,
-        frames: usize,
-        xt: XtMode,
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<Vec<Generation>, UnclipError> {
-        if frames < 2 {
-            return Err(UnclipError::InvalidSetting {
-                name: "frames",
-                message: "at least 2".into(),
-            });
-        }
-        let (a, b) = (self.in_dtype(a), self.in_dtype(b));
-        let cond = self.encode_text(&[""])?;
-        // x_T of both ends, flattened to [1, C*H*W], when it is interpolated.
-        let ends = match xt {
-            XtMode::Fixed => None,
-            XtMode::Interpolated { seed_b } => {
-                let [c, h, w] = self.decoder_sample_shape()?;
-                let shape = [1, c, h, w];
-                let n = shape[1] * shape[2] * shape[3];
-                let draw = |seed: u64| -> Result<Tensor<2>, UnclipError> {
-                    let mut noise = SeededNoise::new(seed);
-                    Ok(
-                        unclip_diffusion::randn::<4, _>(&mut noise, shape, &self.device)?
-                            .reshape([1, n]),
-                    )
-                };
-                Some((draw(self.settings.seed)?, draw(seed_b)?, shape))
-            }
-        };
-        (0..frames)
-            .map(|k| {
-                let t = k as f32 / (frames - 1) as f32;
-                let mut noise = SeededNoise::new(self.settings.seed);
-                // slerp keeps Gaussian noise at its typical norm (a lerp would shrink it).
-                let latents = match &ends {
-                    Some((xa, xb, shape)) => {
-                        // Skip the x_T draw so the step noise is the fixed mode's.
-                        unclip_diffusion::randn::<4, _>(&mut noise, *shape, &self.device)?;
-                        Some(slerp(xa.clone(), xb.clone(), t).reshape(*shape))
-                    }
-                    None => None,
-                };
-                self.decode(
-                    slerp(a.clone(), b.clone(), t),
-                    &cond,
-                    &cond,
-                    latents,
-                    None,
-                    &mut noise,
-                    progress,
-                )
-            })
-            .collect()
-    }
-
-    /// Text diff (DALL-E 2 §3): moves an image embedding `z_i [1, E]` toward the normalised
-    /// difference `d = normalize(z_t(target) - z_t(source))` by slerp with angle fraction `theta`:
-    /// `slerp(z_i, d, theta)`, for each theta in `thetas`.
-    pub fn text_diff(
-        &self,
-        image_embedding: Tensor<2>,
-        source: &str,
-        target: &str,
-        thetas: &[f32],
-        progress: &mut ProgressFn<'_>,
-    ) -> Result<Vec<Generation>, UnclipError> {
-        let image_embedding = self.in_dtype(image_embedding);
-        let mut texts = self.encode_texts(&[&[source, target], &[""]])?.into_iter();
-        let (Some(t), Some(cond)) = (texts.next(), texts.next()) else {
-            return Err(UnclipError::EmptyPrompt);
-        };
-        let e = t.embeds.dims()[1];
-        let zs = t.embeds.clone().slice([0..1, 0..e]);
-        let zt = t.embeds.slice([1..2, 0..e]);
-        let d = unclip_clip::l2_normalize(zt - zs);
-        let zi_norm = image_embedding
-            .clone()
-            .powi_scalar(2)
-            .sum()
-            .sqrt()
-            .into_scalar::<f32>();
-        thetas
-            .iter()
-            .map(|&theta| {
-                // slerp on the unit sphere, then restore the image embedding's norm
-                let z = slerp(
-                    unclip_clip::l2_normalize(image_embedding.clone()),
-                    d.clone(),
-                    theta,
-                ) * zi_norm;
-                let mut noise = SeededNoise::new(self.settings.seed);
-                self.decode(z, &cond, &cond, None, None, &mut noise, progress)
-            })
-            .collect()
     }
 
     /// Repeats an encoded text `n` times along the batch.

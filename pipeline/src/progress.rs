@@ -8,6 +8,8 @@ use std::fmt;
 pub enum Stage {
     /// The diffusion prior (text embedding -> CLIP image embedding).
     Prior,
+    /// DDIM inversion of images to the decoder's latent ([`crate::UnclipPipeline::invert`]).
+    Inversion,
     /// The decoder (image embedding -> 64x64 image).
     Decoder,
     /// The (first) super-resolution stage (64 -> 256 in Karlo).
@@ -20,6 +22,7 @@ impl fmt::Display for Stage {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Stage::Prior => "prior",
+            Stage::Inversion => "inversion",
             Stage::Decoder => "decoder",
             Stage::SuperRes => "super-resolution",
             Stage::SuperRes2 => "super-resolution 2",

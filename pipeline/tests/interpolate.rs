@@ -39,9 +39,15 @@ fn interpolation_frames_run_from_one_image_to_the_other() {
     let img = image::open(dir.join("input.png")).unwrap().to_rgb8();
     let a = pipe.encode_images(std::slice::from_ref(&img)).unwrap();
     let b = a.clone().neg();
-    for mode in [XtMode::Fixed, XtMode::Interpolated { seed_b: 99 }] {
+    for mode in [
+        XtMode::Fixed { seed: 0 },
+        XtMode::Interpolated {
+            seed: 0,
+            seed_b: 99,
+        },
+    ] {
         let frames = pipe
-            .interpolate_with(a.clone(), b.clone(), 3, mode, &mut |_| Control::Continue)
+            .interpolate(a.clone(), b.clone(), 3, mode, &mut |_| Control::Continue)
             .unwrap();
         assert_eq!(frames.len(), 3);
         // Frame embeddings are the slerp of the ends.
@@ -62,14 +68,25 @@ fn interpolation_frames_run_from_one_image_to_the_other() {
     }
     // With x_T interpolated, the middle frame's noise differs from the fixed mode's.
     let fixed = pipe
-        .interpolate_with(a.clone(), b.clone(), 3, XtMode::Fixed, &mut |_| {
-            Control::Continue
-        })
+        .interpolate(
+            a.clone(),
+            b.clone(),
+            3,
+            XtMode::Fixed { seed: 0 },
+            &mut |_| Control::Continue,
+        )
         .unwrap();
     let moving = pipe
-        .interpolate_with(a, b, 3, XtMode::Interpolated { seed_b: 99 }, &mut |_| {
-            Control::Continue
-        })
+        .interpolate(
+            a,
+            b,
+            3,
+            XtMode::Interpolated {
+                seed: 0,
+                seed_b: 99,
+            },
+            &mut |_| Control::Continue,
+        )
         .unwrap();
     assert_eq!(
         to_vec(fixed[0].image_small.clone()),

@@ -12,6 +12,7 @@ use unclip::upsampler::{
 };
 use unclip::{
     Control, Generation, Latents, Progress, Stage, UnclipBuilder, UnclipError, UnclipPipeline,
+    XtMode,
 };
 use unclip_testkit::{fixture_dir, test_device};
 
@@ -248,8 +249,16 @@ fn second_stage_runs_in_variations_and_interpolations() {
     let a = pipe.encode_images(std::slice::from_ref(&img)).unwrap();
     let b: Tensor<2> = a.clone().neg();
     let frames = |p: &UnclipPipeline| {
-        p.interpolate(a.clone(), b.clone(), 2, &mut |_| Control::Continue)
-            .unwrap()
+        p.interpolate(
+            a.clone(),
+            b.clone(),
+            2,
+            XtMode::Fixed {
+                seed: p.settings.seed,
+            },
+            &mut |_| Control::Continue,
+        )
+        .unwrap()
     };
     for (f, r) in frames(&pipe).iter().zip(&frames(&plain)) {
         check(f, r);

@@ -346,7 +346,7 @@ impl Attributes {
     pub const COUNT: usize = Shape::COUNT * Colour::COUNT * Size::COUNT * Position::COUNT;
 
     /// Bundles the four attributes.
-    pub fn new(shape: Shape, colour: Colour, size: Size, position: Position) -> Self {
+    pub const fn new(shape: Shape, colour: Colour, size: Size, position: Position) -> Self {
         Attributes {
             shape,
             colour,

@@ -347,7 +347,10 @@ pub fn eval(args: &EvalArgs) -> Result<(), Error> {
             let emb = pipe.encode_images(&[ia.clone(), ib.clone()])?;
             let ea = emb.clone().slice([0..1]);
             let eb = emb.slice([1..2]);
-            let gens = pipe.interpolate(ea, eb, frames, &mut |_| Control::Continue)?;
+            let fixed = unclip::XtMode::Fixed {
+                seed: pipe.settings.seed,
+            };
+            let gens = pipe.interpolate(ea, eb, frames, fixed, &mut |_| Control::Continue)?;
             let mut row = vec![ia.clone()];
             let mut from_a = Vec::new();
             for g in &gens {

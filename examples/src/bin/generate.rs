@@ -16,9 +16,6 @@ use unclip_examples::{ModelArgs, ModelKind, StageBars, run, save_png};
 struct Args {
     #[command(flatten)]
     model: ModelArgs,
-    /// Prior denoising steps (default 25).
-    #[arg(long, value_name = "N")]
-    prior_steps: Option<usize>,
     /// Output folder: OUT/000.png, OUT/001.png, ... one per prompt, in order.
     #[arg(long, value_name = "DIR", default_value = "out/generate")]
     out: PathBuf,
@@ -30,7 +27,7 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     run(|| {
-        let pipe = args.model.load(ModelKind::TextToImage, args.prior_steps)?;
+        let pipe = args.model.load(ModelKind::TextToImage)?;
         let prompts: Vec<&str> = args.prompts.iter().map(String::as_str).collect();
         let mut bars = StageBars::new(1);
         let out = pipe.text_to_image(&prompts, &mut |p| bars.update(p))?;

@@ -1,6 +1,8 @@
-//! Interpolation (DALL-E 2 §3): slerp between two CLIP image embeddings, decoded with the same
-//! noise for every frame, written as one strip PNG. The second end is another image, or a prompt
-//! (its image embedding sampled by the diffusion prior).
+//! Interpolation (DALL-E 2 §3.2): slerp between two CLIP image embeddings, written as one strip
+//! PNG. The second end is another image, or a prompt (its image embedding sampled by the
+//! diffusion prior). The decoder's x_T: `--xt inverted` (the default, the paper's) slerps the two
+//! images' DDIM-inverted latents (a prompt end takes the image's), `--xt seed` uses one noise
+//! draw of `--seed` for every frame, `--xt interpolated` slerps `--seed`'s draw to `--seed-b`'s.
 //!
 //! ```sh
 //! cargo run -p unclip-examples --bin interpolate -- --model karlo-v1-alpha-image-variations \
@@ -15,10 +17,9 @@ use std::process::ExitCode;
 use clap::{ArgGroup, Parser};
 use unclip::diffusion::{SeededNoise, UnCLIPScheduler};
 use unclip::prior::PriorTransformer;
-use unclip::{UnclipBuilder, UnclipPipeline};
+use unclip::{Endpoint, UnclipBuilder, UnclipPipeline, XtMode};
 use unclip_examples::{
-    ModelArgs, ModelKind, Result, StageBars, check_kind, load_pipeline, load_rgb, pictures, run,
-    save_png, strip,
+    ModelArgs, ModelKind, Result, StageBars, Xt, load_rgb, pictures, run, save_png, strip,
 };
 
 /// Interpolates between an image and another image or a prompt, as a strip of frames (needs an
@@ -45,9 +46,14 @@ struct Args {
     /// conditioned on the same CLIP as --model's text encoder.
     #[arg(long, value_name = "DIR")]
     prior_model: Option<PathBuf>,
-    /// Prior denoising steps (default 25).
-    #[arg(long, value_name = "N")]
-    prior_steps: Option<usize>,
+    /// Where the decoder's x_T comes from: `inverted` (the images' DDIM-inverted latents),
+    /// `seed` (one draw of --seed for every frame) or `interpolated` (--seed's draw slerped to
+    /// --seed-b's).
+    #[arg(long, value_enum, value_name = "X", default_value_t = Xt::Inverted)]
+    xt: Xt,
+    /// With `--xt interpolated`: the seed of the last frame's x_T.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    seed_b: u64,
     /// Output PNG (the strip).
     #[arg(long, value_name = "FILE", default_value = "out/interpolate.png")]
     out: PathBuf,
@@ -64,14 +70,7 @@ fn load(args: &Args) -> Result<(UnclipPipeline, PathBuf)> {
             .map_err(|e| format!("--prior-model {}: {e}", p.display()))?;
         builder = builder.prior(prior).prior_scheduler(scheduler);
     }
-    let pipe = load_pipeline(
-        builder,
-        &dir,
-        device,
-        &args.model.device,
-        args.model.settings(&dir, args.prior_steps)?,
-    )?;
-    check_kind(&pipe, ModelKind::ImageVariation, &dir)?;
+    let pipe = args.model.load_with(builder, ModelKind::ImageVariation)?;
     Ok((pipe, dir))
 }
 
@@ -85,18 +84,23 @@ fn main() -> ExitCode {
         let image_b = args.image_b.as_deref().map(load_rgb).transpose()?;
         let (pipe, dir) = load(&args)?;
         let mut bars = StageBars::new(args.frames);
-        let (a, b, end) = match (image_b, &args.prompt) {
+        let xt = match args.xt {
+            Xt::Inverted => XtMode::Inverted,
+            Xt::Seed => XtMode::Fixed {
+                seed: args.model.seed,
+            },
+            Xt::Interpolated => XtMode::Interpolated {
+                seed: args.model.seed,
+                seed_b: args.seed_b,
+            },
+        };
+        let (a, b, end): (Endpoint, Endpoint, String) = match (image_b, &args.prompt) {
             (Some(image_b), _) => {
-                let z = pipe.encode_images(&[image_a, image_b])?; // [2, E]
-                let e = z.dims()[1];
-                (
-                    z.clone().slice([0..1, 0..e]),
-                    z.slice([1..2, 0..e]),
-                    args.image_b.as_ref().unwrap().display().to_string(),
-                )
+                let name = args.image_b.as_ref().map(|p| p.display().to_string());
+                (image_a.into(), image_b.into(), name.unwrap_or_default())
             }
             (None, Some(prompt)) => {
-                let a = pipe.encode_images(&[image_a])?;
+                let a = pipe.encode_images(std::slice::from_ref(&image_a))?;
                 let Some(prior) = &pipe.prior else {
                     return Err(format!(
                         "--prompt needs a diffusion prior and {} has none (an image-variations \
@@ -121,11 +125,11 @@ fn main() -> ExitCode {
                 let mut noise = SeededNoise::new(args.model.seed);
                 let b =
                     pipe.sample_prior(&cond, &uncond, None, &mut noise, &mut |p| bars.update(p))?;
-                (a, b, format!("{prompt:?}"))
+                (image_a.into(), b.into(), format!("{prompt:?}"))
             }
-            (None, None) => unreachable!("clap requires --image-b or --prompt"),
+            (None, None) => return Err("give --image-b or --prompt".into()),
         };
-        let frames = pipe.interpolate(a, b, args.frames, &mut |p| bars.update(p))?;
+        let frames = pipe.interpolate(a, b, args.frames, xt, &mut |p| bars.update(p))?;
         save_png(&strip(&pictures(&frames)?), &args.out)?;
         println!(
             "wrote {} ({} frames from {} to {end})",
