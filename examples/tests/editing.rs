@@ -35,7 +35,11 @@ fn picture(g: &Generation) -> RgbImage {
 }
 
 fn values(t: burn::tensor::Tensor<4>) -> Vec<f32> {
-    t.into_data().convert::<f32>().to_vec().expect("f32 values")
+    t.into_data()
+        .convert::<f32>()
+        .as_slice::<f32>()
+        .expect("f32 values")
+        .to_vec()
 }
 
 fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -48,6 +48,8 @@ pub enum XtMode {
 /// One end of an interpolation, or the source of a text diff: an image (encoded with CLIP and,
 /// with [`XtMode::Inverted`], DDIM-inverted) or a CLIP image embedding `[1, E]` (e.g. one the
 /// prior sampled for a prompt).
+// An end is built once per call: the embedding variant's size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Endpoint {
     /// An image.
@@ -451,9 +453,10 @@ impl UnclipPipeline {
                 });
             }
         };
-        let mut noise = SeededNoise::new(self.settings.seed);
         ts.iter()
             .map(|&t| {
+                // The same super-resolution noise for every frame, as `reconstruct` draws it.
+                let mut noise = SeededNoise::new(self.settings.seed);
                 let x_t = crate::slerp(xa.clone(), xb.clone(), t).reshape([1, c, h, w]);
                 self.decode_from(
                     x_t,
@@ -545,7 +548,6 @@ impl UnclipPipeline {
         let z_to = t.embeds.slice([1..2, 0..e]);
         let d = unclip_clip::l2_normalize(z_to - z_from); // [1, E]
         let norm = z_i.clone().powi_scalar(2).sum().sqrt().into_scalar::<f32>();
-        let mut inverted_noise = SeededNoise::new(self.settings.seed);
         thetas
             .iter()
             .map(|&theta| {
@@ -553,7 +555,11 @@ impl UnclipPipeline {
                 let z =
                     crate::slerp(unclip_clip::l2_normalize(z_i.clone()), d.clone(), theta) * norm;
                 match &latent {
-                    Some(l) => self.decode_latent(l, Some(z), 0.0, &mut inverted_noise, progress),
+                    Some(l) => {
+                        // The same super-resolution noise for every frame, as `reconstruct`.
+                        let mut noise = SeededNoise::new(self.settings.seed);
+                        self.decode_latent(l, Some(z), 0.0, &mut noise, progress)
+                    }
                     None => {
                         let mut noise = SeededNoise::new(fixed_seed);
                         self.decode(z, &cond, &cond, None, None, &mut noise, progress)

@@ -3,7 +3,7 @@
 //! by reconstructing the input at a low strength, determinism at eta = 0, and argument errors.
 
 use unclip::diffusion::SeededNoise;
-use unclip::{Control, UnclipBuilder};
+use unclip::{Control, UnclipBuilder, XtMode};
 use unclip_testkit::{fixture_dir, test_device, to_vec};
 
 #[test]
@@ -70,5 +70,49 @@ fn bad_strength_is_an_error() {
             ),
             "{s}"
         );
+    }
+}
+
+/// Every frame of an inverted text diff is decoded as `reconstruct` decodes: at theta 0 each
+/// frame, super-resolution included, is the reconstruction (the super-resolution noise is the
+/// same for every frame, not drawn on from one frame to the next).
+#[test]
+fn inverted_text_diff_at_theta_0_is_the_reconstruction_in_every_frame() {
+    let dir = fixture_dir("unclip_variation_tiny");
+    let pipe = UnclipBuilder::new()
+        .device(test_device())
+        .from_pretrained(&dir)
+        .decoder_steps(5)
+        .super_res_steps(2)
+        .build()
+        .unwrap();
+    let img = image::open(dir.join("input.png")).unwrap().to_rgb8();
+    let latent = pipe
+        .invert(std::slice::from_ref(&img), &mut |_| Control::Continue)
+        .unwrap();
+    assert_eq!(latent.timesteps.len(), 5);
+    let back = to_vec(
+        pipe.reconstruct(&latent, &mut |_| Control::Continue)
+            .unwrap()
+            .images,
+    );
+    let frames = pipe
+        .text_diff(
+            img,
+            "a photo",
+            "a drawing",
+            &[0.0, 0.0],
+            XtMode::Inverted,
+            &mut |_| Control::Continue,
+        )
+        .unwrap();
+    for (i, f) in frames.iter().enumerate() {
+        let got = to_vec(f.images.clone());
+        let d = got
+            .iter()
+            .zip(&back)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d < 1e-4, "frame {i} differs from the reconstruction by {d}");
     }
 }
