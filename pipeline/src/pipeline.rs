@@ -141,7 +141,7 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// The images as 8-bit RGB.
+    /// The images as 8-bit RGB (`image::RgbImage`, e.g. to `save` as PNG), in batch order.
     pub fn to_rgb8(&self) -> Result<Vec<RgbImage>, UnclipError> {
         Ok(to_rgb8(self.images.clone())?)
     }
@@ -504,7 +504,14 @@ impl UnclipBuilder {
 
     /// Loads every component not given explicitly from the folder (or, in
     /// [`MemoryMode::Staged`], reads its config and checks its weights file) and checks the
-    /// result.
+    /// result. A missing device, a missing component or a bad file is an error naming it.
+    ///
+    /// ```
+    /// use unclip::{UnclipBuilder, UnclipError};
+    /// // No device: the library picks none for you.
+    /// let err = UnclipBuilder::new().from_pretrained("../models/shapes").build().err();
+    /// assert!(matches!(err, Some(UnclipError::InvalidSetting { name: "device", .. })));
+    /// ```
     pub fn build(self) -> Result<UnclipPipeline, UnclipError> {
         let mut device = self.device.ok_or(UnclipError::InvalidSetting {
             name: "device",
@@ -859,6 +866,16 @@ impl UnclipPipeline {
 
     /// Tokenises and encodes prompts with the CLIP text encoder, called without the attention
     /// mask as the unCLIP pipelines call it (the mask goes to the prior and the decoder).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use unclip::UnclipBuilder;
+    /// let pipe = UnclipBuilder::new().device(Device::flex()).from_pretrained("../models/shapes").build()?;
+    /// let text = pipe.encode_text(&["a large red circle in the top left", "a small blue square"])?;
+    /// assert_eq!(text.embeds.dims()[0], 2); // [B, E]
+    /// assert_eq!(text.hidden_states.dims()[..2], text.mask.dims()); // [B, L, D] and [B, L]
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
     pub fn encode_text(&self, prompts: &[&str]) -> Result<EncodedText, UnclipError> {
         let mut out = self.encode_texts(&[prompts])?;
         out.pop().ok_or(UnclipError::EmptyPrompt)
@@ -898,6 +915,17 @@ impl UnclipPipeline {
     }
 
     /// CLIP image embeddings (not normalised, as the variation pipeline uses them) `[B, E]`.
+    /// Needs the pipeline's image encoder (an image-variations folder, or the bundled model).
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use unclip::UnclipBuilder;
+    /// let pipe = UnclipBuilder::new().device(Device::flex()).from_pretrained("../models/shapes").build()?;
+    /// let red = image::RgbImage::from_pixel(64, 64, image::Rgb([220, 30, 30]));
+    /// let z = pipe.encode_images(&[red])?;
+    /// assert_eq!(z.dims()[0], 1);
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
     pub fn encode_images(&self, images: &[RgbImage]) -> Result<Tensor<2>, UnclipError> {
         let (enc, proc) = match (&self.image_encoder, &self.feature_extractor) {
             (Some(e), Some(p)) => (e, p),
@@ -921,7 +949,26 @@ impl UnclipPipeline {
         Ok(enc.forward(pixels).0)
     }
 
-    /// Text -> image with the default seeded noise.
+    /// Text -> image with the default seeded noise ([`Settings::seed`]): prior, decoder and
+    /// super-resolution for all prompts in one batch. The same settings and seed give the same
+    /// pictures.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use unclip::{Control, UnclipBuilder};
+    /// let pipe = UnclipBuilder::new()
+    ///     .device(Device::flex())
+    ///     .from_pretrained("../models/shapes") // the bundled model, from the crate's folder
+    ///     .prior_steps(2)                      // few steps: a quick (and rough) picture
+    ///     .decoder_steps(4)
+    ///     .super_res_steps(2)
+    ///     .super_res_2_steps(2)
+    ///     .build()?;
+    /// let out = pipe.text_to_image(&["a large red circle in the top left"], &mut |_| Control::Continue)?;
+    /// let pictures = out.to_rgb8()?;
+    /// assert_eq!(pictures[0].dimensions(), (128, 128));
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
     pub fn text_to_image(
         &self,
         prompts: &[&str],
@@ -1271,7 +1318,23 @@ impl UnclipPipeline {
 
     /// Variations of images: CLIP image embedding -> decoder -> upsamplers, from fresh noise (as
     /// Karlo's image-variation pipeline; the caption is the empty prompt). `per_image` variations
-    /// of each image, in image order.
+    /// of each image, in image order. [`Self::variation_from_inversion`] starts from the image's
+    /// DDIM-inverted latent instead.
+    ///
+    /// ```
+    /// use burn::tensor::Device;
+    /// use unclip::{Control, UnclipBuilder};
+    /// let pipe = UnclipBuilder::new()
+    ///     .device(Device::flex())
+    ///     .from_pretrained("../models/shapes")
+    ///     .decoder_steps(4)
+    ///     .with_super_res(false) // the decoder's 32x32 pictures
+    ///     .build()?;
+    /// let input = image::RgbImage::from_pixel(64, 64, image::Rgb([30, 30, 220]));
+    /// let out = pipe.variations(&[input], 2, &mut |_| Control::Continue)?;
+    /// assert_eq!(out.images.dims(), [2, 3, 32, 32]);
+    /// # Ok::<(), unclip::UnclipError>(())
+    /// ```
     pub fn variations(
         &self,
         images: &[RgbImage],
