@@ -80,6 +80,14 @@ impl ClipTextModelWithProjection {
 
 impl ClipVisionModelWithProjection {
     /// Loads a `CLIPVisionModelWithProjection` folder (or the vision half of a `CLIPModel` folder).
+    ///
+    /// ```no_run
+    /// use burn::tensor::Device;
+    /// let device = Device::flex();
+    /// let ie = unclip_clip::ClipVisionModelWithProjection::from_pretrained("image_encoder", &device)?;
+    /// let [c, h, w] = ie.vision_model.input_shape(); // what the checkpoint takes, e.g. [3, 224, 224]
+    /// # Ok::<(), unclip_nn::LoadError>(())
+    /// ```
     pub fn from_pretrained(dir: impl AsRef<Path>, device: &Device) -> Result<Self, LoadError> {
         let dir = dir.as_ref();
         let cfg = ClipVisionConfig::from_file(dir.join("config.json"))?;

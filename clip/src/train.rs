@@ -1,4 +1,6 @@
-//! Contrastive training of CLIP with burn's autodiff and an optimizer.
+//! Contrastive training of CLIP with burn's autodiff and an optimizer: the symmetric
+//! cross-entropy of the CLIP paper (Radford et al. 2021, figure 3), as transformers'
+//! `CLIPModel.forward(return_loss=True)` (`clip_loss`) computes it.
 
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Int, Tensor};

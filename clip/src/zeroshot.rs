@@ -1,4 +1,6 @@
-//! Zero-shot classification and retrieval: images against a list of texts.
+//! Zero-shot classification and retrieval: images against a list of texts, as the CLIP paper
+//! (Radford et al. 2021, §3.1.2) and transformers' usage example do it (`logits_per_image`, then
+//! a softmax over the texts).
 
 use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};

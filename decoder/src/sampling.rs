@@ -272,6 +272,38 @@ pub struct LowNoiseExpert<'a> {
 ///
 /// `progress` is called after every step; returning [`ControlFlow::Break`] stops the call with
 /// [`DecoderError::Cancelled`] (pass `&mut no_progress` to run to the end silently).
+///
+/// The crate-level example runs this on a tiny decoder; with Karlo's folders:
+///
+/// ```no_run
+/// # fn demo(image_embeddings: burn::tensor::Tensor<2>, text: unclip_decoder::TextConditioning,
+/// #         empty_prompt: unclip_decoder::TextConditioning) -> Result<(), Box<dyn std::error::Error>> {
+/// use burn::tensor::Device;
+/// use unclip_decoder::{DecoderRequest, UNet2DConditionModel, UnCLIPTextProjModel, sample_decoder};
+/// use unclip_diffusion::{Sampler, SeededNoise, UnCLIPScheduler};
+///
+/// let device = Device::flex();
+/// let unet = UNet2DConditionModel::from_pretrained("karlo-v1-alpha/decoder", &device)?;
+/// let text_proj = UnCLIPTextProjModel::from_pretrained("karlo-v1-alpha/text_proj", &device)?;
+/// let mut scheduler = UnCLIPScheduler::from_file("karlo-v1-alpha/decoder_scheduler")?;
+/// let request = DecoderRequest {
+///     image_embeddings, // [B, 768] from the prior
+///     text,             // the prompts' CLIP text encodings
+///     uncond_text: Some(empty_prompt),
+///     guidance_scale: 8.0,
+///     num_inference_steps: 25,
+///     latents: None,
+///     sampler: Sampler::Ancestral,
+///     init_image: None,
+/// };
+/// let mut noise = SeededNoise::new(0);
+/// let image_small = sample_decoder(&unet, &text_proj, &mut scheduler, request, &mut noise,
+///     &mut |step| {
+///         println!("decoder step {}/{}", step.index + 1, step.total);
+///         std::ops::ControlFlow::Continue(())
+///     })?; // [B, 3, 64, 64] in [-1, 1]
+/// # Ok(()) }
+/// ```
 pub fn sample_decoder<N: NoiseSource + ?Sized>(
     unet: &UNet2DConditionModel,
     text_proj: &UnCLIPTextProjModel,

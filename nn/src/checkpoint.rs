@@ -45,6 +45,38 @@ pub enum LoadPrecision {
 }
 
 /// A checkpoint read into memory: key -> tensor, every float converted to f32.
+///
+/// Open it ([`Checkpoint::open`], or [`Checkpoint::open_dir`] for a model folder), rename its
+/// keys to the module's paths with a [`KeyMap`] ([`Checkpoint::remap`]), then apply it strictly
+/// ([`Checkpoint::load_into`]):
+///
+/// ```
+/// use burn::tensor::Device;
+/// use unclip_nn::{Checkpoint, KeyMap, LoadError, Linear};
+///
+/// let device = Device::flex();
+/// let dir = std::env::temp_dir().join(format!("unclip-ckpt-doc-{}", std::process::id()));
+/// // A file whose keys carry a prefix the module does not have (`proj.weight`, `proj.bias`).
+/// unclip_nn::save_safetensors_with(
+///     &Linear::new(3, 2, true, &device),
+///     dir.join("model.safetensors"),
+///     |key| format!("proj.{key}"),
+/// )?;
+///
+/// const PROJ_KEYS: KeyMap = KeyMap { renames: &[(r"^proj\.", "")], ignored: &[] };
+/// let ckpt = Checkpoint::open_dir(&dir, "model")?; // model.safetensors, model.bin, ...
+/// let layer = ckpt.remap(&PROJ_KEYS)?.load_into(Linear::new(3, 2, true, &device))?;
+/// assert_eq!(layer.d_in(), 3);
+///
+/// // Strict: the wrong shape is an error naming the key and both shapes.
+/// let err = Checkpoint::open_dir(&dir, "model")?
+///     .remap(&PROJ_KEYS)?
+///     .load_into(Linear::new(4, 2, true, &device))
+///     .unwrap_err();
+/// assert!(matches!(err, LoadError::ShapeMismatch { .. }), "{err}");
+/// # std::fs::remove_dir_all(&dir).ok();
+/// # Ok::<(), LoadError>(())
+/// ```
 pub struct Checkpoint {
     path: PathBuf,
     tensors: BTreeMap<String, PackTensor>,

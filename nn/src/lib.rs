@@ -3,7 +3,38 @@
 //! torch-layout layers, activations, attention and timestep embeddings.
 //!
 //! Every stage crate (`unclip-clip`, `unclip-prior`, `unclip-decoder`, `unclip-upsampler`) builds on
-//! these; nothing here picks a backend.
+//! these; nothing here picks a backend. The crate's cargo features (`flex`, `ndarray`, `wgpu`,
+//! `tch`, all off by default) only decide which names [`parse_device`] knows.
+//!
+//! - [`parse_device`]: a device by name (`"flex"`, `"ndarray"`, `"wgpu"`, `"wgpu-cpu"`,
+//!   `"libtorch"`), for command lines and tests.
+//! - [`Checkpoint`]: reads safetensors / PyTorch `.bin` files, renames keys with a [`KeyMap`] and
+//!   applies them to a module strictly ([`LoadError`] names every missing, unused or misshapen
+//!   tensor); [`save_safetensors`] writes a module back in the same layout.
+//! - [`Linear`], [`LayerNorm`], [`GroupNorm`]: torch's parameter names and layouts (PyTorch
+//!   `nn.Linear`, `nn.LayerNorm`, `nn.GroupNorm`).
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use unclip_nn::{Checkpoint, KeyMap, Linear};
+//!
+//! // A device by name (its backend's cargo feature must be compiled in: `flex` here).
+//! let device: Device = unclip_nn::parse_device("flex")?;
+//! let layer = Linear::new(4, 2, true, &device);
+//!
+//! // Save the module in its checkpoint layout, read the file back strictly into a fresh one.
+//! let path = std::env::temp_dir().join(format!("unclip-nn-doc-{}.safetensors", std::process::id()));
+//! unclip_nn::save_safetensors(&layer, &path)?;
+//! let ckpt = Checkpoint::open(&path)?;
+//! assert_eq!(ckpt.keys(), ["bias", "weight"]);
+//! assert_eq!(ckpt.shape("weight"), Some(vec![2, 4])); // torch's [out, in]
+//! let loaded = ckpt.remap(&KeyMap::IDENTITY)?.load_into(Linear::new(4, 2, true, &device))?;
+//!
+//! let x = Tensor::<2>::ones([1, 4], &device);
+//! assert_eq!(layer.forward(x.clone()).into_data(), loaded.forward(x).into_data());
+//! # std::fs::remove_file(&path).ok();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 mod activation;
 mod attention;

@@ -77,6 +77,32 @@ pub struct PriorSample {
 ///   `[B * num_candidates, E]` draw per step with `t > 0` (the pipeline's order).
 /// - `progress`: called after every step; returning [`ControlFlow::Break`] stops sampling with
 ///   [`PriorError::Cancelled`] (no further steps run and no more noise is drawn).
+///
+/// The crate-level example runs this on a tiny prior; with Karlo's folder:
+///
+/// ```no_run
+/// # fn demo(cond: unclip_prior::PriorConditioning, uncond: unclip_prior::PriorConditioning)
+/// #     -> Result<(), Box<dyn std::error::Error>> {
+/// use std::ops::ControlFlow;
+/// use burn::tensor::Device;
+/// use unclip_diffusion::{SeededNoise, UnCLIPScheduler};
+/// use unclip_prior::PriorTransformer;
+/// use unclip_prior::sample::{PriorSampleConfig, sample};
+///
+/// let device = Device::flex();
+/// let prior = PriorTransformer::from_pretrained("karlo-v1-alpha/prior", &device)?;
+/// let mut scheduler = UnCLIPScheduler::from_file("karlo-v1-alpha/prior_scheduler")?;
+/// // `cond` / `uncond`: the prompts' and the empty prompt's CLIP text encodings.
+/// let out = sample(
+///     &prior, &mut scheduler, &cond, Some(&uncond), &PriorSampleConfig::default(), None,
+///     &mut SeededNoise::new(0), &mut |step| {
+///         println!("prior step {}/{}", step.index + 1, step.total);
+///         ControlFlow::Continue(())
+///     },
+/// )?;
+/// let image_embeddings = out.image_embeddings; // [B, 768], for the decoder
+/// # Ok(()) }
+/// ```
 #[allow(clippy::too_many_arguments)]
 pub fn sample<N: NoiseSource + ?Sized>(
     prior: &PriorTransformer,

@@ -13,13 +13,24 @@
 //!   or of `open_clip` (HTML entities, ligatures, full-width forms, curly quotes, whitespace,
 //!   Python lower-casing); see [`clean`].
 //!
-//! ```no_run
+//! The reference implementation is transformers 5's `CLIPTokenizer`
+//! (`models/clip/tokenization_clip.py`, a Hugging Face `tokenizers` pipeline), and for
+//! [`CleanMode`] transformers 4's pure-Python `CLIPTokenizer` and `open_clip.tokenize`.
+//!
+//! ```
 //! use unclip_tokenizer::ClipTokenizer;
 //!
-//! let tok = ClipTokenizer::from_dir("karlo/tokenizer")?;
-//! let enc = tok.encode_batch(&["a horse grazing in a sunny field"])?;
-//! let ids = enc.flat_ids(); // Vec<i64>, [1 * 77]
-//! let mask = enc.flat_attention_mask();
+//! # let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/shapes");
+//! // `dir`: a model folder such as Karlo's; here the repository's `models/shapes`, whose
+//! // tokenizer is OpenAI CLIP's vocabulary with a 24-token context and Karlo's pad token "!".
+//! let tok = ClipTokenizer::from_dir(dir.join("tokenizer"))?;
+//! let enc = tok.encode_batch(&["a large red circle in the top left", ""])?;
+//! assert_eq!(enc.shape(), [2, 24]);
+//! assert_eq!(enc.ids[0][0], 49406); // <|startoftext|>
+//! assert_eq!(enc.ids[1][..3], [49406, 49407, 0]); // "": start, end, then the pad id
+//! let ids = enc.flat_ids(); // Vec<i64>, [2 * 24] row-major, for a burn Int tensor
+//! let mask = enc.flat_attention_mask(); // 1 for start, content and end tokens
+//! assert_eq!(mask[24..27], [1, 1, 0]);
 //! # Ok::<(), unclip_tokenizer::TokenizerError>(())
 //! ```
 

@@ -42,6 +42,31 @@ pub struct SuperResRequest {
 ///
 /// `progress` is called after every step; returning [`ControlFlow::Break`] stops the call with
 /// [`DecoderError::Cancelled`] (pass `&mut unclip_decoder::no_progress` to run silently).
+///
+/// The crate-level example runs this on a tiny UNet; with Karlo's folders:
+///
+/// ```no_run
+/// # fn demo(image_small: burn::tensor::Tensor<4>) -> Result<(), Box<dyn std::error::Error>> {
+/// use burn::tensor::Device;
+/// use unclip_diffusion::{SeededNoise, UnCLIPScheduler};
+/// use unclip_upsampler::{SuperResRequest, UNet2DModel, sample_super_res, to_rgb8, to_unit_range};
+///
+/// let device = Device::flex();
+/// let first = UNet2DModel::from_pretrained("karlo-v1-alpha/super_res_first", &device)?;
+/// let last = UNet2DModel::from_pretrained("karlo-v1-alpha/super_res_last", &device)?;
+/// let mut scheduler = UnCLIPScheduler::from_file("karlo-v1-alpha/super_res_scheduler")?;
+/// let request = SuperResRequest {
+///     image_small, // [B, 3, 64, 64] from the decoder
+///     num_inference_steps: 7,
+///     latents: None,
+///     output_size: None,
+/// };
+/// let mut noise = SeededNoise::new(0);
+/// let image = sample_super_res(&first, &last, &mut scheduler, request, &mut noise,
+///     &mut unclip_decoder::no_progress)?; // [B, 3, 256, 256]
+/// to_rgb8(to_unit_range(image))?[0].save("out.png")?;
+/// # Ok(()) }
+/// ```
 pub fn sample_super_res<N: NoiseSource + ?Sized>(
     first: &UNet2DModel,
     last: &UNet2DModel,
