@@ -8,7 +8,7 @@
 //! - [`Scene`]: a resolution-independent scene and its antialiased [`Scene::render`] at
 //!   any side (16, 32, 64, 256, ...), plus planar float helpers ([`planar_signed`],
 //!   [`planar_unit`] and their inverses);
-//! - captions from [`NUM_TEMPLATES`] templates ([`caption`], [`random_caption`]) and a
+//! - captions from [`NUM_TEMPLATES`] templates ([`caption()`], [`random_caption`]) and a
 //!   parser for all of them ([`parse_caption`]);
 //! - a fixed held-out share of attribute combinations ([`Split`], [`is_held_out`],
 //!   [`combinations`]; rule in [`split`]);

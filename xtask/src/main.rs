@@ -110,11 +110,11 @@ enum Task {
     BenchTrainDecoder(TrainBenchOpts),
     /// Time a prior transformer forward (6 layers, 8 x 64 heads, width 512; batch 2).
     BenchPrior(BenchOpts),
-    /// Time a decoder UNet forward (Karlo layout, channels [64,128,192,256], 64x64, context
+    /// Time a decoder UNet forward (Karlo layout, channels 64/128/192/256, 64x64, context
     /// 81 x 384; batch 2, the guidance pair).
     BenchDecoder(BenchOpts),
     /// Time one super-resolution UNet step (Karlo super_res_first layout, channels
-    /// [64,128,192,256], 6 -> 3 channels at 256x256; batch 1).
+    /// 64/128/192/256, 6 -> 3 channels at 256x256; batch 1).
     BenchSuperRes(BenchOpts),
 }
 
