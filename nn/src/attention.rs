@@ -1,4 +1,7 @@
-//! Scaled dot-product attention shared by CLIP, the prior and the UNets.
+//! Scaled dot-product attention shared by CLIP, the prior and the UNets: PyTorch's
+//! `F.scaled_dot_product_attention` with an additive float mask (what transformers'
+//! `CLIPAttention` and diffusers' attention processors call), written out as
+//! `softmax(q k^T * scale + bias) v`.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
