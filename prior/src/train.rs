@@ -22,21 +22,27 @@
 //! <dir>/trainer_state.json                       step and training settings (written last)
 //! ```
 //!
-//! Adam's moment estimates are not part of the checkpoint: burn keys optimiser state by parameter
-//! id, which a safetensors reload does not preserve, so a resumed run restarts them.
+//! That folder is the run's export (what sampling and `export-shapes` read); a resume that
+//! continues the run exactly reads the training checkpoints instead
+//! ([`PriorTrainer::save_state`] / [`PriorTrainer::resume_state`], `unclip_nn::CheckpointStore`):
+//! one directory per save, written atomically, holding the weights with their parameter ids,
+//! the EMA, Adam's moments and step counts, the random stream's position, the step and the run's
+//! config. [`PriorTrainer::resume`] (the export folder) restarts Adam's moments and reseeds the
+//! stream: it is for importing weights, not for continuing a run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
-    NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
+    NoiseSource, NoiseState, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
 };
+use unclip_nn::{CheckpointStore, LoadError, TrainCheckpointError, TrainResume, TrainSnapshot};
 
-use crate::{PriorConditioning, PriorError, PriorTransformer};
+use crate::{PriorConditioning, PriorError, PriorTransformer, PriorTransformerConfig};
 
 /// Settings of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +57,9 @@ pub struct TrainConfig {
     pub num_train_timesteps: usize,
     /// Seed of the host RNG (timesteps, noise, dropout).
     pub seed: u64,
+    /// Global gradient-norm clipping (`None`: off).
+    #[serde(default)]
+    pub max_grad_norm: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +70,7 @@ impl Default for TrainConfig {
             cond_drop_prob: 0.1,
             num_train_timesteps: 1000,
             seed: 0,
+            max_grad_norm: None,
         }
     }
 }
@@ -96,6 +106,15 @@ pub struct PriorTrainer {
     optim: ModuleOptimizer,
     noise: SeededNoise,
     objective: TrainingObjective,
+    /// The learning rate of the next steps when a schedule set one (`config` keeps the base).
+    lr_now: Option<f64>,
+}
+
+/// What a prior training checkpoint keeps besides weights, EMA and optimizer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct PriorRunState {
+    noise: NoiseState,
+    learning_rate_now: Option<f64>,
 }
 
 impl std::fmt::Debug for PriorTrainer {
@@ -178,7 +197,79 @@ impl PriorTrainer {
             objective: TrainingObjective::new(&Self::scheduler_config(&config)),
             config,
             step,
+            lr_now: None,
         })
+    }
+
+    /// The run's config as a training checkpoint records it: the training settings and the
+    /// model config.
+    pub fn run_config(config: &TrainConfig, model: &PriorTransformerConfig) -> serde_json::Value {
+        serde_json::json!({ "train": config, "model": model })
+    }
+
+    /// Saves everything a resume needs (weights with their parameter ids, EMA, Adam's state,
+    /// the random stream's position, the step, the run's config) as `store`'s checkpoint of the
+    /// current step: one directory, written atomically (`unclip_nn::CheckpointStore`).
+    pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, PriorError> {
+        let extra = serde_json::to_value(PriorRunState {
+            noise: self.noise.state(),
+            learning_rate_now: self.lr_now,
+        })
+        .map_err(|e| LoadError::Write {
+            path: store.root().to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(TrainSnapshot {
+            step: self.step,
+            model: &self.model.valid(),
+            ema: self.ema.as_ref(),
+            optim: &self.optim,
+            config: Self::run_config(&self.config, &self.model.config),
+            extra,
+        }
+        .save(store)?)
+    }
+
+    /// Continues the run of `store`'s latest checkpoint exactly where it was saved (`Ok(None)`
+    /// when the store has none). With `expected` (the training settings the caller would start
+    /// a run with), a checkpoint written with other settings is
+    /// `TrainCheckpointError::ConfigMismatch` naming the field.
+    pub fn resume_state(
+        store: &CheckpointStore,
+        uncond: PriorConditioning,
+        expected: Option<&TrainConfig>,
+        device: &Device,
+    ) -> Result<Option<Self>, PriorError> {
+        let Some(r) = TrainResume::load(store)? else {
+            return Ok(None);
+        };
+        let corrupt = |m: String| TrainCheckpointError::Corrupt {
+            path: r.dir().join(unclip_nn::STATE_FILE),
+            message: m,
+        };
+        #[derive(Deserialize)]
+        struct RunConfig {
+            train: TrainConfig,
+            model: PriorTransformerConfig,
+        }
+        let run: RunConfig = serde_json::from_value(r.meta.config.clone())
+            .map_err(|e| corrupt(format!("run config: {e}")))?;
+        if let Some(expected) = expected {
+            r.check_config(&Self::run_config(expected, &run.model))?;
+        }
+        let state: PriorRunState = r.extra()?;
+        let plain = device.clone().inner();
+        let model = r.load_model(PriorTransformer::new(&run.model, &plain)?)?;
+        let ema = r.load_ema(PriorTransformer::new(&run.model, &plain)?)?;
+        let mut t = Self::with_step(model, ema, uncond, run.train, r.meta.step, device)?;
+        if t.config.ema_decay.is_some() != t.ema.is_some() {
+            return Err(corrupt("the EMA weights and the config's ema_decay disagree".into()).into());
+        }
+        t.optim = r.load_optimizer(t.optim)?;
+        t.noise = SeededNoise::from_state(&state.noise)
+            .map_err(|e| corrupt(e.to_string()))?;
+        t.lr_now = state.learning_rate_now;
+        Ok(Some(t))
     }
 
     /// The training schedule: Karlo's prior scheduler (`squaredcos_cap_v2`, x_0 prediction).
@@ -302,14 +393,30 @@ impl PriorTrainer {
         })
     }
 
+    /// The learning rate of the next steps (a schedule's value; `config.learning_rate` stays
+    /// the run's base rate).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr_now = Some(lr);
+    }
+
+    /// The learning rate the next step uses.
+    pub fn learning_rate(&self) -> f64 {
+        self.lr_now.unwrap_or(self.config.learning_rate)
+    }
+
     /// One optimiser step on `batch`; returns the loss before the step.
     pub fn train_step(&mut self, batch: &PriorBatch) -> Result<f32, PriorError> {
         let loss = self.loss(batch)?;
         let value: f32 = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self
-            .optim
-            .step(self.config.learning_rate, self.model.clone(), grads);
+        let lr = self.learning_rate();
+        let (model, _norm) = unclip_nn::apply_gradients(
+            &mut self.optim,
+            lr,
+            self.model.clone(),
+            loss,
+            self.config.max_grad_norm,
+        );
+        self.model = model;
         self.step += 1;
         if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
             self.ema = Some(unclip_nn::ema_update(ema, &self.model.valid(), decay));
@@ -348,6 +455,26 @@ impl PriorTrainer {
             None => None,
         };
         Self::with_step(model, ema, uncond, state.train, state.step, device)
+    }
+}
+
+impl unclip_nn::Trainer for PriorTrainer {
+    type Batch = PriorBatch;
+    type Error = PriorError;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        PriorTrainer::set_learning_rate(self, lr)
+    }
+    fn learning_rate(&self) -> f64 {
+        PriorTrainer::learning_rate(self)
+    }
+    fn train_step(&mut self, batch: &PriorBatch) -> Result<f32, PriorError> {
+        PriorTrainer::train_step(self, batch)
+    }
+    fn save(&self, store: &CheckpointStore) -> Result<PathBuf, PriorError> {
+        self.save_state(store)
     }
 }
 
