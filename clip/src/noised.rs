@@ -26,7 +26,7 @@ use unclip_nn::{
 use crate::config::ClipVisionConfig;
 use crate::load::HF_CLIP_KEYS;
 use crate::model::l2_normalize;
-use crate::train::{ClipTrainSettings, TrainCore};
+use crate::train::TrainCore;
 use crate::vision::ClipVisionTransformer;
 
 /// GLIDE's noised CLIP image tower (see the module docs).
@@ -223,17 +223,11 @@ impl NoisedClipTrainer {
         max_grad_norm: Option<f32>,
         device: &Device,
     ) -> Result<Option<Self>, LoadError> {
-        let settings = ClipTrainSettings {
-            learning_rate: lr,
-            weight_decay,
-            max_grad_norm,
-        };
-        let model_config = serde_json::to_value(config).unwrap_or_default();
         Ok(TrainCore::resume_state(
             store,
             NoisedClipVisionModel::new(config, &device.clone().inner()),
-            model_config,
-            settings,
+            config,
+            (lr, weight_decay, max_grad_norm),
             device,
         )?
         .map(|core| NoisedClipTrainer {

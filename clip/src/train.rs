@@ -91,7 +91,10 @@ impl<M: Module> TrainCore<M> {
         serde_json::json!({ "train": settings, "model": model })
     }
 
-    pub(crate) fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, TrainCheckpointError> {
+    pub(crate) fn save_state(
+        &self,
+        store: &CheckpointStore,
+    ) -> Result<PathBuf, TrainCheckpointError> {
         TrainSnapshot {
             step: self.steps as u64,
             model: &self.model().clone(),
@@ -106,21 +109,30 @@ impl<M: Module> TrainCore<M> {
         .save(store)
     }
 
-    /// `template`: a model of `model_config` on the plain device under `device` (autodiff).
+    /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none). `template` is a
+    /// model of `config` on the plain device under `device` (autodiff); `config` and the
+    /// optimiser settings must be the run's (any difference is
+    /// `TrainCheckpointError::ConfigMismatch` naming it).
     pub(crate) fn resume_state(
         store: &CheckpointStore,
         template: M,
-        model_config: serde_json::Value,
-        settings: ClipTrainSettings,
+        config: &impl Serialize,
+        (learning_rate, weight_decay, max_grad_norm): (f64, f32, Option<f32>),
         device: &Device,
-    ) -> Result<Option<Self>, TrainCheckpointError> {
+    ) -> Result<Option<Self>, LoadError> {
         let Some(r) = TrainResume::load(store)? else {
             return Ok(None);
         };
+        let settings = ClipTrainSettings {
+            learning_rate,
+            weight_decay,
+            max_grad_norm,
+        };
+        let model_config = serde_json::to_value(config).unwrap_or_default();
         r.check_config(&Self::run_config(&settings, &model_config))?;
         let state: CoreState = r.extra()?;
         let model = r.load_model(template)?.to_device(device).train();
-        let mut core = TrainCore::new(model, settings.learning_rate, settings.weight_decay);
+        let mut core = TrainCore::new(model, learning_rate, weight_decay);
         core.settings = settings;
         core.model_config = model_config;
         core.optim = r.load_optimizer(core.optim)?;
@@ -219,17 +231,11 @@ impl ClipTrainer {
         max_grad_norm: Option<f32>,
         device: &Device,
     ) -> Result<Option<Self>, LoadError> {
-        let settings = ClipTrainSettings {
-            learning_rate: lr,
-            weight_decay,
-            max_grad_norm,
-        };
-        let model_config = serde_json::to_value(config).unwrap_or_default();
         Ok(TrainCore::resume_state(
             store,
             ClipModel::new(config, &device.clone().inner()),
-            model_config,
-            settings,
+            config,
+            (lr, weight_decay, max_grad_norm),
             device,
         )?
         .map(|core| ClipTrainer {
@@ -259,4 +265,3 @@ impl unclip_nn::Trainer for ClipTrainer {
         self.save_state(store)
     }
 }
-

@@ -47,7 +47,18 @@ fn clip_resume_is_bit_exact_and_saves_survive_kills() {
     let b = 4;
     let batch = |step: u64| -> Result<ClipBatch, LoadError> {
         let ids: Vec<i64> = (0..b)
-            .flat_map(|i| vec![i as i64 + 1, 40 + ((i as u64 + step) % 8) as i64, 63, 0, 0, 0, 0, 0])
+            .flat_map(|i| {
+                vec![
+                    i as i64 + 1,
+                    40 + ((i as u64 + step) % 8) as i64,
+                    63,
+                    0,
+                    0,
+                    0,
+                    0,
+                    0,
+                ]
+            })
             .collect();
         let mask: Vec<i64> = (0..b).flat_map(|_| vec![1, 1, 1, 0, 0, 0, 0, 0]).collect();
         Ok(ClipBatch {
@@ -72,15 +83,11 @@ fn clip_resume_is_bit_exact_and_saves_survive_kills() {
     };
     let resume =
         |s: &CheckpointStore| ClipTrainer::resume_state(s, &cfg, 3e-3, 0.1, Some(1.0), &device);
-    let (mut resumed, store) = testing::check_bit_exact_resume(
-        &dir.0,
-        N,
-        fresh,
-        resume,
-        batch,
-        |step| Some(3e-3 / (1.0 + step as f64)),
-    )
-    .unwrap();
+    let (mut resumed, store) =
+        testing::check_bit_exact_resume(&dir.0, N, fresh, resume, batch, |step| {
+            Some(3e-3 / (1.0 + step as f64))
+        })
+        .unwrap();
 
     resumed.step(batch(N).unwrap());
     let resume_step = |s: &CheckpointStore| resume(s).map(|t| t.map(|t| t.steps as u64));
@@ -113,12 +120,11 @@ fn noised_clip_resume_is_bit_exact() {
                 TensorData::new(wave(b * 3 * 64, 0.21 + step as f32 * 0.02), [b, 3, 8, 8]),
                 &device,
             ),
-            timesteps: (0..b).map(|i| (i * 250 + step as usize * 7) % 1000).collect(),
+            timesteps: (0..b)
+                .map(|i| (i * 250 + step as usize * 7) % 1000)
+                .collect(),
             text_embeds: Tensor::from_data(TensorData::new(wave(6 * 8, 0.9), [6, 8]), &device),
-            labels: Tensor::<1, Int>::from_data(
-                TensorData::new(vec![0i64, 2, 4, 5], [b]),
-                &device,
-            ),
+            labels: Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2, 4, 5], [b]), &device),
         })
     };
     plain.seed(10);

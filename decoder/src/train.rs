@@ -50,13 +50,13 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
-    HybridLossConfig, LossTerms, LossWeighting, NoiseSource, NoiseState, PredictionType,
-    SchedulerConfig, SeededNoise, T0Likelihood, TrainSchedule, TrainingObjective, VarianceType,
+    HybridLossConfig, LossTerms, LossWeighting, NoiseSource, PredictionType, SchedulerConfig,
+    SeededNoise, StreamState, T0Likelihood, TrainSchedule, TrainingObjective, VarianceType,
 };
-use unclip_nn::{CheckpointStore, LoadError, TrainCheckpointError, TrainResume, TrainSnapshot};
+use unclip_nn::{CheckpointStore, LoadError, TrainResume, TrainSnapshot};
 
-use crate::config::TextProjConfig;
 use crate::UNet2DConditionConfig;
+use crate::config::TextProjConfig;
 use crate::{DecoderError, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
 
 /// Stem of the weights file (`.safetensors`).
@@ -161,21 +161,6 @@ pub fn optimise_step<M: Module>(
         *ema = Some(ema_update(e, &model.valid(), decay));
     }
     Ok((model, values))
-}
-
-/// What a decoder or super-resolution training checkpoint keeps besides weights, EMA and
-/// optimizer: the random stream's position and the scheduled learning rate.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunState {
-    pub noise: NoiseState,
-    pub learning_rate_now: Option<f64>,
-}
-
-impl RunState {
-    /// As JSON for a checkpoint's `extra`.
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
-    }
 }
 
 /// Checks the shared optimiser / EMA settings of a training config.
@@ -673,11 +658,7 @@ impl DecoderTrainer {
                 &online.unet.config,
                 &online.text_proj.config(),
             ),
-            extra: RunState {
-                noise: self.noise.state(),
-                learning_rate_now: self.lr_now,
-            }
-            .to_value(),
+            extra: StreamState::capture(&self.noise, self.lr_now),
         }
         .save(store)?)
     }
@@ -695,22 +676,16 @@ impl DecoderTrainer {
         let Some(r) = TrainResume::load(store)? else {
             return Ok(None);
         };
-        let corrupt = |m: String| TrainCheckpointError::Corrupt {
-            path: r.dir().join(unclip_nn::STATE_FILE),
-            message: m,
-        };
         #[derive(Deserialize)]
         struct RunConfig {
             train: DecoderTrainConfig,
             unet: UNet2DConditionConfig,
             text_proj: TextProjConfig,
         }
-        let run: RunConfig = serde_json::from_value(r.meta.config.clone())
-            .map_err(|e| corrupt(format!("run config: {e}")))?;
+        let run: RunConfig = r.run_config()?;
         if let Some(expected) = expected {
             r.check_config(&Self::run_config(expected, &run.unet, &run.text_proj))?;
         }
-        let state: RunState = r.extra()?;
         let plain = device.clone().inner();
         let template = || -> Result<DecoderModels, DecoderError> {
             Ok(DecoderModels {
@@ -719,14 +694,12 @@ impl DecoderTrainer {
             })
         };
         let models = r.load_model(template()?)?;
-        let ema = r.load_ema(template()?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            template().map_err(|e| r.corrupt(e.to_string()))
+        })?;
         let mut t = Self::with_step(models, ema, uncond, run.train, r.meta.step, device)?;
-        if t.config.ema_decay.is_some() != t.ema.is_some() {
-            return Err(corrupt("the EMA weights and the config's ema_decay disagree".into()).into());
-        }
         t.optim = r.load_optimizer(t.optim)?;
-        t.noise = SeededNoise::from_state(&state.noise).map_err(|e| corrupt(e.to_string()))?;
-        t.lr_now = state.learning_rate_now;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
         Ok(Some(t))
     }
 

@@ -614,7 +614,8 @@ fn resume_is_bit_exact_and_saves_survive_kills() {
         ..DecoderTrainConfig::default()
     };
     let n = 4;
-    let dir = TempDir(std::env::temp_dir().join(format!("unclip-decoder-resume-{}", std::process::id())));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("unclip-decoder-resume-{}", std::process::id())));
     let (mut resumed, store) = testing::check_bit_exact_resume(
         &dir.0,
         n,

@@ -36,6 +36,36 @@ pub enum NoiseError {
     BadState { word_pos: String },
 }
 
+/// What a diffusion trainer's checkpoint keeps besides weights, EMA and optimizer: its host
+/// random stream's position and the learning rate a schedule set last (the `extra` of an
+/// `unclip_nn::TrainSnapshot`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StreamState {
+    pub noise: NoiseState,
+    pub learning_rate_now: Option<f64>,
+}
+
+impl StreamState {
+    /// The state of `noise` and the scheduled learning rate, as a checkpoint's `extra`.
+    pub fn capture(noise: &SeededNoise, learning_rate_now: Option<f64>) -> serde_json::Value {
+        serde_json::to_value(StreamState {
+            noise: noise.state(),
+            learning_rate_now,
+        })
+        .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The stream and learning rate a checkpoint saved with [`Self::capture`].
+    pub fn restore(
+        resume: &unclip_nn::TrainResume,
+    ) -> Result<(SeededNoise, Option<f64>), unclip_nn::TrainCheckpointError> {
+        let state: StreamState = resume.extra()?;
+        let noise =
+            SeededNoise::from_state(&state.noise).map_err(|e| resume.corrupt(e.to_string()))?;
+        Ok((noise, state.learning_rate_now))
+    }
+}
+
 /// The position of a [`SeededNoise`] stream: its seed and the ChaCha12 word offset (a decimal
 /// string: the offset is a 68-bit number, beyond JSON's exact integers).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -132,12 +162,9 @@ impl SeededNoise {
     /// Continues the stream [`SeededNoise::state`] was taken from: every later draw is the
     /// same as the original source's.
     pub fn from_state(state: &NoiseState) -> Result<Self, NoiseError> {
-        let pos: u128 = state
-            .word_pos
-            .parse()
-            .map_err(|_| NoiseError::BadState {
-                word_pos: state.word_pos.clone(),
-            })?;
+        let pos: u128 = state.word_pos.parse().map_err(|_| NoiseError::BadState {
+            word_pos: state.word_pos.clone(),
+        })?;
         let mut s = SeededNoise::new(state.seed);
         s.rng.set_word_pos(pos);
         Ok(s)

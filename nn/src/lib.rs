@@ -30,15 +30,13 @@ pub use ema::ema_update;
 pub use embeddings::{TimestepEmbedding, timestep_embedding, timesteps_tensor};
 pub use error::LoadError;
 pub use layers::{GroupNorm, LayerNorm, Linear};
+pub use resample::{
+    ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil,
+    resize_aa_u8_torch, resize_bicubic_antialias,
+};
 pub use train_checkpoint::{
     COMPLETE_FILE, CheckpointFiles, CheckpointStore, EMA_FILE, LATEST_FILE, MODEL_FILE,
     OPTIMIZER_FILE, STATE_FILE, TrainCheckpointError, TrainResume, TrainSnapshot, TrainStateMeta,
     canonical_contents, checksum, contents_differences, first_difference, step_dir_name,
 };
-pub use train_loop::{
-    StepReport, Trainer, TrainLoop, apply_gradients, clip_grad_norm,
-};
-pub use resample::{
-    ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil,
-    resize_aa_u8_torch, resize_bicubic_antialias,
-};
+pub use train_loop::{StepReport, TrainLoop, Trainer, apply_gradients, clip_grad_norm};

@@ -29,8 +29,8 @@ use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
-use burn::store::ModuleRecord;
 use burn::optim::OptimizerRecord;
+use burn::store::ModuleRecord;
 use serde::{Deserialize, Serialize};
 
 /// Name of the manifest file that marks a checkpoint directory complete.
@@ -260,7 +260,11 @@ impl CheckpointStore {
     /// Writes a checkpoint of `step` holding `files` (name, bytes) as described in the module
     /// docs; returns its directory. A complete directory of the same step that `latest` already
     /// names is kept as it is (the step was saved already).
-    pub fn save(&self, step: u64, files: &[(&str, &[u8])]) -> Result<PathBuf, TrainCheckpointError> {
+    pub fn save(
+        &self,
+        step: u64,
+        files: &[(&str, &[u8])],
+    ) -> Result<PathBuf, TrainCheckpointError> {
         std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let name = step_dir_name(step);
         let final_dir = self.root.join(&name);
@@ -305,12 +309,11 @@ impl CheckpointStore {
         }
         let n = files.len();
         self.fault(n)?;
-        let marker = serde_json::to_vec_pretty(&manifest).map_err(|e| {
-            TrainCheckpointError::Corrupt {
+        let marker =
+            serde_json::to_vec_pretty(&manifest).map_err(|e| TrainCheckpointError::Corrupt {
                 path: tmp.join(COMPLETE_FILE),
                 message: e.to_string(),
-            }
-        })?;
+            })?;
         write_synced(&tmp.join(COMPLETE_FILE), &marker)?;
         fsync_dir(&tmp)?;
         self.fault(n + 1)?;
@@ -507,23 +510,22 @@ impl<M: Module> TrainSnapshot<'_, M> {
             Some(e) => Some(record_bytes(e, &dir.join(EMA_FILE))?),
             None => None,
         };
-        let optim = self
-            .optim
-            .into_bytes()
-            .map(|b| b.to_vec())
-            .map_err(|e| TrainCheckpointError::Corrupt {
+        let optim = self.optim.into_bytes().map(|b| b.to_vec()).map_err(|e| {
+            TrainCheckpointError::Corrupt {
                 path: dir.join(OPTIMIZER_FILE),
                 message: format!("cannot serialise: {e}"),
-            })?;
+            }
+        })?;
         let meta = TrainStateMeta {
             step: self.step,
             config: self.config.clone(),
             extra: self.extra.clone(),
         };
-        let state = serde_json::to_vec_pretty(&meta).map_err(|e| TrainCheckpointError::Corrupt {
-            path: dir.join(STATE_FILE),
-            message: e.to_string(),
-        })?;
+        let state =
+            serde_json::to_vec_pretty(&meta).map_err(|e| TrainCheckpointError::Corrupt {
+                path: dir.join(STATE_FILE),
+                message: e.to_string(),
+            })?;
         let mut files: Vec<(&str, &[u8])> = vec![(MODEL_FILE, &model)];
         if let Some(e) = &ema {
             files.push((EMA_FILE, e));
@@ -584,13 +586,25 @@ impl TrainResume {
         }
     }
 
+    /// A [`TrainCheckpointError::Corrupt`] about this checkpoint's state file.
+    pub fn corrupt(&self, message: impl Into<String>) -> TrainCheckpointError {
+        TrainCheckpointError::Corrupt {
+            path: self.dir().join(STATE_FILE),
+            message: message.into(),
+        }
+    }
+
+    /// Decodes the saved run config as `C`.
+    pub fn run_config<C: serde::de::DeserializeOwned>(&self) -> Result<C, TrainCheckpointError> {
+        serde_json::from_value(self.meta.config.clone())
+            .map_err(|e| self.corrupt(format!("run config: {e}")))
+    }
+
     /// Decodes `extra` as `T`.
     pub fn extra<T: serde::de::DeserializeOwned>(&self) -> Result<T, TrainCheckpointError> {
-        serde_json::from_value(self.meta.extra.clone()).map_err(|e| {
-            TrainCheckpointError::Corrupt {
-                path: self.dir().join(STATE_FILE),
-                message: format!("trainer state: {e}"),
-            }
+        serde_json::from_value(self.meta.extra.clone()).map_err(|e| TrainCheckpointError::Corrupt {
+            path: self.dir().join(STATE_FILE),
+            message: format!("trainer state: {e}"),
         })
     }
 
@@ -623,6 +637,24 @@ impl TrainResume {
             return Ok(None);
         }
         self.load_record(EMA_FILE, template).map(Some)
+    }
+
+    /// [`Self::load_ema`] for a run whose config says whether it keeps an EMA (`enabled`): a
+    /// checkpoint that disagrees is [`TrainCheckpointError::Corrupt`].
+    pub fn load_ema_if<M: Module>(
+        &self,
+        enabled: bool,
+        template: impl FnOnce() -> Result<M, TrainCheckpointError>,
+    ) -> Result<Option<M>, TrainCheckpointError> {
+        match (enabled, self.files.get(EMA_FILE).is_some()) {
+            (false, false) => Ok(None),
+            (true, true) => self.load_record(EMA_FILE, template()?).map(Some),
+            (e, _) => Err(self.corrupt(format!(
+                "the config {} an EMA but the checkpoint {} EMA weights",
+                if e { "keeps" } else { "keeps no" },
+                if e { "has no" } else { "has" }
+            ))),
+        }
     }
 
     /// Restores the optimizer state (moments and step counts per parameter id) into `optim`
@@ -693,11 +725,17 @@ pub fn canonical_contents(
         let reader = Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec()))
             .map_err(|e| corrupt(OPTIMIZER_FILE, e.to_string()))?;
         for (k, v) in reader.scalars() {
-            out.insert(format!("optimizer/{}", path_of(k)), format!("{v:?}").into_bytes());
+            out.insert(
+                format!("optimizer/{}", path_of(k)),
+                format!("{v:?}").into_bytes(),
+            );
         }
         for (k, v) in reader.metadata() {
             // Parameter paths the optimizer recorded, keyed by id.
-            out.insert(format!("optimizer-path/{}", path_of(&format!("{k}.path"))), v.clone().into_bytes());
+            out.insert(
+                format!("optimizer-path/{}", path_of(&format!("{k}.path"))),
+                v.clone().into_bytes(),
+            );
         }
         for t in reader
             .into_tensors()
@@ -746,7 +784,13 @@ pub fn first_difference(
     path: String,
 ) -> Option<(String, String, String)> {
     use serde_json::Value;
-    let here = |p: &str| if p.is_empty() { "(root)".to_string() } else { p.to_string() };
+    let here = |p: &str| {
+        if p.is_empty() {
+            "(root)".to_string()
+        } else {
+            p.to_string()
+        }
+    };
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
@@ -824,7 +868,10 @@ pub mod testing {
             .map_err(|e| format!("resume: {e:?}"))?
             .ok_or("no checkpoint to resume")?;
         if resumed.step() != half {
-            return Err(format!("resumed at step {}, saved at {half}", resumed.step()));
+            return Err(format!(
+                "resumed at step {}, saved at {half}",
+                resumed.step()
+            ));
         }
         run(&mut resumed, &b, n)?;
         let load = |s: &CheckpointStore| -> Result<BTreeMap<String, Vec<u8>>, String> {

@@ -160,10 +160,7 @@ pub fn clip_grad_norm<M: Module>(
         acc: None,
     };
     model.visit(&mut sq);
-    let norm = sq
-        .acc
-        .map(|a| a.sqrt().into_scalar::<f32>())
-        .unwrap_or(0.0);
+    let norm = sq.acc.map(|a| a.sqrt().into_scalar::<f32>()).unwrap_or(0.0);
     if norm.is_finite() && norm > max_norm {
         let factor = max_norm as f64 / (norm as f64 + 1e-6);
         model.visit(&mut ScaleGrads {

@@ -54,7 +54,10 @@ fn step(run: &mut Run, device: &Device) {
     // x [2, 4] depends on the step (a data stream that is a function of the step).
     let s = run.step as f32;
     let x = Tensor::<2>::from_data(
-        TensorData::new((0..8).map(|i| ((i as f32 + s) * 0.37).sin()).collect(), [2, 4]),
+        TensorData::new(
+            (0..8).map(|i| ((i as f32 + s) * 0.37).sin()).collect(),
+            [2, 4],
+        ),
         device,
     );
     let y = run.model.forward(x).powi_scalar(2).mean(); // [1]
@@ -150,7 +153,11 @@ fn resume_is_bit_exact() {
     save(&resumed, &b).unwrap();
     let ca = canonical_contents(&a.load_latest().unwrap().unwrap()).unwrap();
     let cb = canonical_contents(&b.load_latest().unwrap().unwrap()).unwrap();
-    assert!(ca.keys().any(|k| k.starts_with("optimizer/weight/")), "{:?}", ca.keys());
+    assert!(
+        ca.keys().any(|k| k.starts_with("optimizer/weight/")),
+        "{:?}",
+        ca.keys()
+    );
     assert_eq!(contents_differences(&ca, &cb), Vec::<String>::new());
     assert!(optim_bytes(&resumed.optim).len() > 100);
 }
@@ -205,7 +212,9 @@ fn keep_n_prunes_older_checkpoints() {
     }
     assert_eq!(store.steps().unwrap(), vec![3, 4]);
     assert_eq!(
-        std::fs::read_to_string(dir.0.join(LATEST_FILE)).unwrap().trim(),
+        std::fs::read_to_string(dir.0.join(LATEST_FILE))
+            .unwrap()
+            .trim(),
         "step-000004"
     );
 }
@@ -281,7 +290,11 @@ fn damaged_checkpoints_are_typed_errors() {
     ));
     std::fs::write(dir.0.join(LATEST_FILE), b"step-000001\n").unwrap();
     let marker = std::fs::read(ckpt.join(unclip_nn::COMPLETE_FILE)).unwrap();
-    std::fs::write(ckpt.join(unclip_nn::COMPLETE_FILE), &marker[..marker.len() / 2]).unwrap();
+    std::fs::write(
+        ckpt.join(unclip_nn::COMPLETE_FILE),
+        &marker[..marker.len() / 2],
+    )
+    .unwrap();
     assert!(matches!(
         resume(&store, &device),
         Err(TrainCheckpointError::Corrupt { .. })
@@ -306,9 +319,15 @@ fn a_model_of_another_shape_or_config_is_refused() {
     other["max_grad_norm"] = serde_json::json!(1.0);
     match r.check_config(&other) {
         Err(TrainCheckpointError::ConfigMismatch {
-            field, saved, given, ..
+            field,
+            saved,
+            given,
+            ..
         }) => {
-            assert_eq!((field.as_str(), saved.as_str(), given.as_str()), ("max_grad_norm", "0.5", "1.0"));
+            assert_eq!(
+                (field.as_str(), saved.as_str(), given.as_str()),
+                ("max_grad_norm", "0.5", "1.0")
+            );
         }
         other => panic!("expected a config mismatch, got {other:?}"),
     }

@@ -38,9 +38,9 @@ use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
-    NoiseSource, NoiseState, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
+    NoiseSource, PredictionType, SchedulerConfig, SeededNoise, StreamState, TrainingObjective,
 };
-use unclip_nn::{CheckpointStore, LoadError, TrainCheckpointError, TrainResume, TrainSnapshot};
+use unclip_nn::{CheckpointStore, TrainResume, TrainSnapshot};
 
 use crate::{PriorConditioning, PriorError, PriorTransformer, PriorTransformerConfig};
 
@@ -108,13 +108,6 @@ pub struct PriorTrainer {
     objective: TrainingObjective,
     /// The learning rate of the next steps when a schedule set one (`config` keeps the base).
     lr_now: Option<f64>,
-}
-
-/// What a prior training checkpoint keeps besides weights, EMA and optimizer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct PriorRunState {
-    noise: NoiseState,
-    learning_rate_now: Option<f64>,
 }
 
 impl std::fmt::Debug for PriorTrainer {
@@ -211,21 +204,13 @@ impl PriorTrainer {
     /// the random stream's position, the step, the run's config) as `store`'s checkpoint of the
     /// current step: one directory, written atomically (`unclip_nn::CheckpointStore`).
     pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, PriorError> {
-        let extra = serde_json::to_value(PriorRunState {
-            noise: self.noise.state(),
-            learning_rate_now: self.lr_now,
-        })
-        .map_err(|e| LoadError::Write {
-            path: store.root().to_path_buf(),
-            message: e.to_string(),
-        })?;
         Ok(TrainSnapshot {
             step: self.step,
             model: &self.model.valid(),
             ema: self.ema.as_ref(),
             optim: &self.optim,
             config: Self::run_config(&self.config, &self.model.config),
-            extra,
+            extra: StreamState::capture(&self.noise, self.lr_now),
         }
         .save(store)?)
     }
@@ -243,32 +228,23 @@ impl PriorTrainer {
         let Some(r) = TrainResume::load(store)? else {
             return Ok(None);
         };
-        let corrupt = |m: String| TrainCheckpointError::Corrupt {
-            path: r.dir().join(unclip_nn::STATE_FILE),
-            message: m,
-        };
         #[derive(Deserialize)]
         struct RunConfig {
             train: TrainConfig,
             model: PriorTransformerConfig,
         }
-        let run: RunConfig = serde_json::from_value(r.meta.config.clone())
-            .map_err(|e| corrupt(format!("run config: {e}")))?;
+        let run: RunConfig = r.run_config()?;
         if let Some(expected) = expected {
             r.check_config(&Self::run_config(expected, &run.model))?;
         }
-        let state: PriorRunState = r.extra()?;
         let plain = device.clone().inner();
         let model = r.load_model(PriorTransformer::new(&run.model, &plain)?)?;
-        let ema = r.load_ema(PriorTransformer::new(&run.model, &plain)?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            PriorTransformer::new(&run.model, &plain).map_err(|e| r.corrupt(e.to_string()))
+        })?;
         let mut t = Self::with_step(model, ema, uncond, run.train, r.meta.step, device)?;
-        if t.config.ema_decay.is_some() != t.ema.is_some() {
-            return Err(corrupt("the EMA weights and the config's ema_decay disagree".into()).into());
-        }
         t.optim = r.load_optimizer(t.optim)?;
-        t.noise = SeededNoise::from_state(&state.noise)
-            .map_err(|e| corrupt(e.to_string()))?;
-        t.lr_now = state.learning_rate_now;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
         Ok(Some(t))
     }
 

@@ -29,14 +29,20 @@ fn data(device: &Device) -> (PriorBatch, PriorConditioning) {
     let uncond = PriorConditioning {
         proj_embedding: Tensor::zeros([1, e], device),
         encoder_hidden_states: Some(Tensor::zeros([1, l, e], device)),
-        attention_mask: Some(Tensor::<2, Bool>::from_data(TensorData::new(um, [1, l]), device)),
+        attention_mask: Some(Tensor::<2, Bool>::from_data(
+            TensorData::new(um, [1, l]),
+            device,
+        )),
     };
     let batch = PriorBatch {
         image_embeddings: image,
         cond: PriorConditioning {
             proj_embedding: text,
             encoder_hidden_states: Some(tokens),
-            attention_mask: Some(Tensor::<2, Bool>::from_data(TensorData::new(mask, [b, l]), device)),
+            attention_mask: Some(Tensor::<2, Bool>::from_data(
+                TensorData::new(mask, [b, l]),
+                device,
+            )),
         },
     };
     (batch, uncond)
@@ -107,10 +113,9 @@ fn resume_is_bit_exact_and_saves_survive_kills() {
         ..config()
     };
     match PriorTrainer::resume_state(&store, uncond, Some(&other), &device) {
-        Err(PriorError::Load(LoadError::TrainCheckpoint(TrainCheckpointError::ConfigMismatch {
-            field,
-            ..
-        }))) => assert_eq!(field, "train.cond_drop_prob"),
+        Err(PriorError::Load(LoadError::TrainCheckpoint(
+            TrainCheckpointError::ConfigMismatch { field, .. },
+        ))) => assert_eq!(field, "train.cond_drop_prob"),
         other => panic!("expected a config mismatch, got {other:?}"),
     }
 }

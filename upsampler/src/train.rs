@@ -43,14 +43,13 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_decoder::DecoderError;
 use unclip_decoder::train::{
-    RunState, STATE_FILE, StepLosses, check_common, decoder_save_key, optimise_step,
-    save_diffusers_folder,
+    STATE_FILE, StepLosses, check_common, decoder_save_key, optimise_step, save_diffusers_folder,
 };
-use unclip_nn::{CheckpointStore, TrainCheckpointError, TrainResume, TrainSnapshot};
 use unclip_diffusion::{
-    LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
-    VarianceType,
+    LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise, StreamState,
+    TrainingObjective, VarianceType,
 };
+use unclip_nn::{CheckpointStore, TrainResume, TrainSnapshot};
 
 use crate::degrade::LowResAugmentation;
 use crate::{UNet2DConfig, UNet2DModel, resize_bicubic_antialias};
@@ -311,11 +310,7 @@ impl SuperResTrainer {
             ema: self.ema.as_ref(),
             optim: &self.optim,
             config: Self::run_config(&self.config, &online.config),
-            extra: RunState {
-                noise: self.noise.state(),
-                learning_rate_now: self.lr_now,
-            }
-            .to_value(),
+            extra: StreamState::capture(&self.noise, self.lr_now),
         }
         .save(store)?)
     }
@@ -332,31 +327,23 @@ impl SuperResTrainer {
         let Some(r) = TrainResume::load(store)? else {
             return Ok(None);
         };
-        let corrupt = |m: String| TrainCheckpointError::Corrupt {
-            path: r.dir().join(unclip_nn::STATE_FILE),
-            message: m,
-        };
         #[derive(Deserialize)]
         struct RunConfig {
             train: SuperResTrainConfig,
             unet: UNet2DConfig,
         }
-        let run: RunConfig = serde_json::from_value(r.meta.config.clone())
-            .map_err(|e| corrupt(format!("run config: {e}")))?;
+        let run: RunConfig = r.run_config()?;
         if let Some(expected) = expected {
             r.check_config(&Self::run_config(expected, &run.unet))?;
         }
-        let state: RunState = r.extra()?;
         let plain = device.clone().inner();
         let model = r.load_model(UNet2DModel::new(&run.unet, &plain)?)?;
-        let ema = r.load_ema(UNet2DModel::new(&run.unet, &plain)?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            UNet2DModel::new(&run.unet, &plain).map_err(|e| r.corrupt(e.to_string()))
+        })?;
         let mut t = Self::with_step(model, ema, run.train, r.meta.step, device)?;
-        if t.config.ema_decay.is_some() != t.ema.is_some() {
-            return Err(corrupt("the EMA weights and the config's ema_decay disagree".into()).into());
-        }
         t.optim = r.load_optimizer(t.optim)?;
-        t.noise = SeededNoise::from_state(&state.noise).map_err(|e| corrupt(e.to_string()))?;
-        t.lr_now = state.learning_rate_now;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
         Ok(Some(t))
     }
 

@@ -210,9 +210,8 @@ pub fn train(args: &NoisedClipArgs) -> Result<(), Error> {
             |step| Some(cosine_lr(args.learning_rate, step, 100, args.steps)),
             |step| -> Result<NoisedClipBatch, Error> {
                 // Every draw of a step comes from generators seeded by the step.
-                let mut rng = rand::rngs::StdRng::seed_from_u64(
-                    args.seed ^ (step.wrapping_mul(0x9E37_79B9)),
-                );
+                let mut rng =
+                    rand::rngs::StdRng::seed_from_u64(args.seed ^ (step.wrapping_mul(0x9E37_79B9)));
                 let ex = batch(args.seed, 7, step, args.batch);
                 let scenes: Vec<_> = ex.iter().map(|e| e.scene.clone()).collect();
                 let ts: Vec<usize> = (0..ex.len())

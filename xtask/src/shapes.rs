@@ -470,7 +470,10 @@ fn train_clip(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             let (model, start) = if state_path.is_file() {
                 // A run from before resumable checkpoints: its weights, fresh AdamW moments.
                 let st: ClipState = unclip_nn::read_json(&state_path)?;
-                println!("clip: continuing an old-format run at step {} (optimizer restarts)", st.step);
+                println!(
+                    "clip: continuing an old-format run at step {} (optimizer restarts)",
+                    st.step
+                );
                 (ClipModel::from_pretrained(&dir, &plain)?, st.step)
             } else {
                 plain.seed(args.seed);
@@ -692,8 +695,7 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     };
     let store = stage_store(&dir, args.keep_checkpoints);
     let expected = prior_train_config(args);
-    let resumed =
-        PriorTrainer::resume_state(&store, uncond.clone(), Some(&expected), &device)?;
+    let resumed = PriorTrainer::resume_state(&store, uncond.clone(), Some(&expected), &device)?;
     let mut trainer = if let Some(t) = resumed {
         t
     } else if dir.join("trainer_state.json").is_file() {

@@ -105,7 +105,10 @@ fn a_killed_run_resumes_with_nothing_lost() {
     let cb = unclip_nn::canonical_contents(&store_b.load_latest().unwrap().unwrap()).unwrap();
     assert_eq!(latest_step(&store_a), Some(STEPS));
     assert_eq!(latest_step(&store_b), Some(STEPS));
-    assert_eq!(unclip_nn::contents_differences(&ca, &cb), Vec::<String>::new());
+    assert_eq!(
+        unclip_nn::contents_differences(&ca, &cb),
+        Vec::<String>::new()
+    );
     // The exported weights (what export-shapes reads) are the same files.
     for f in [
         "diffusion_pytorch_model.safetensors",
