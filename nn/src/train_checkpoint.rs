@@ -265,7 +265,13 @@ impl CheckpointStore {
         step: u64,
         files: &[(&str, &[u8])],
     ) -> Result<PathBuf, TrainCheckpointError> {
-        std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+        if !self.root.is_dir() {
+            std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
+            // The new folder's entry in its parent survives a power cut too.
+            if let Some(parent) = self.root.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fsync_dir(parent)?;
+            }
+        }
         let name = step_dir_name(step);
         let final_dir = self.root.join(&name);
         let latest = self.latest_dir()?;

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const STEPS: u64 = 10;
+const STEPS: u64 = 16;
 
 struct TempDir(PathBuf);
 impl TempDir {
