@@ -178,7 +178,9 @@ impl NoisedClipTrainer {
     /// Forward, [`bank_cross_entropy`], backward, AdamW step. Returns the loss and the
     /// fraction of the batch whose own caption has the highest logit.
     pub fn step(&mut self, batch: NoisedClipBatch) -> (f32, f32) {
+        // The public fields are authoritative (callers set them between steps).
         self.core.lr = self.lr;
+        self.core.steps = self.steps;
         let model = self.core.take();
         let logits = model.logits(batch.x_t, &batch.timesteps, batch.text_embeds);
         let b = logits.dims()[0];
@@ -209,7 +211,7 @@ impl NoisedClipTrainer {
     /// Saves the weights (with their parameter ids), AdamW's state, the step, the learning rate
     /// and the run's config as `store`'s checkpoint of the current step.
     pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, LoadError> {
-        Ok(self.core.save_state(store)?)
+        Ok(self.core.save_state(store, self.steps, self.lr)?)
     }
 
     /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none), on `device`

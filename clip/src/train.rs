@@ -91,18 +91,22 @@ impl<M: Module> TrainCore<M> {
         serde_json::json!({ "train": settings, "model": model })
     }
 
+    /// Saves the core's state at `steps` steps with `lr` the current learning rate (the
+    /// trainers' public fields, which callers may set between steps).
     pub(crate) fn save_state(
         &self,
         store: &CheckpointStore,
+        steps: usize,
+        lr: f64,
     ) -> Result<PathBuf, TrainCheckpointError> {
         TrainSnapshot {
-            step: self.steps as u64,
+            step: steps as u64,
             model: &self.model().clone(),
             ema: None,
             optim: &self.optim,
             config: Self::run_config(&self.settings, &self.model_config),
             extra: serde_json::to_value(CoreState {
-                learning_rate_now: self.lr,
+                learning_rate_now: lr,
             })
             .unwrap_or_default(),
         }
@@ -190,7 +194,9 @@ impl ClipTrainer {
 
     /// Forward, symmetric contrastive loss, backward, optimizer step. Returns the loss.
     pub fn step(&mut self, batch: ClipBatch) -> f32 {
+        // The public fields are authoritative (callers set them between steps).
         self.core.lr = self.lr;
+        self.core.steps = self.steps;
         let model = self.core.take();
         let out = model.forward(
             batch.input_ids,
@@ -217,7 +223,7 @@ impl ClipTrainer {
     /// Saves the weights (with their parameter ids), AdamW's state, the step, the learning rate
     /// and the run's config as `store`'s checkpoint of the current step.
     pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, LoadError> {
-        Ok(self.core.save_state(store)?)
+        Ok(self.core.save_state(store, self.steps, self.lr)?)
     }
 
     /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none), on `device`

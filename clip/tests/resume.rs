@@ -102,6 +102,10 @@ fn clip_resume_is_bit_exact_and_saves_survive_kills() {
         }
         other => panic!("expected a config mismatch, got {:?}", other.map(|_| ())),
     }
+    // The public step counter is the trainer's (a caller continuing an old run sets it).
+    resumed.steps = 100;
+    resumed.step(batch(100).unwrap());
+    assert_eq!(resumed.steps, 101);
 }
 
 #[test]
