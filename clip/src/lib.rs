@@ -71,7 +71,7 @@ pub use text::{
     ClipTextEmbeddings, ClipTextModelWithProjection, ClipTextOutput, ClipTextTransformer,
     eos_positions,
 };
-pub use train::{ClipBatch, ClipTrainer};
+pub use train::{ClipBatch, ClipTrainSettings, ClipTrainer};
 pub use vision::{
     ClipVisionEmbeddings, ClipVisionModelWithProjection, ClipVisionOutput, ClipVisionTransformer,
 };

@@ -13,17 +13,20 @@
 //! of each noised image against a bank of caption embeddings (the captions of the batch, or every
 //! caption the data can produce), so the image tower learns the text tower's space.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::{Module, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor};
-use unclip_nn::{Activation, Checkpoint, Linear, LoadError, TimestepEmbedding, timestep_embedding};
+use unclip_nn::{
+    Activation, Checkpoint, CheckpointStore, Linear, LoadError, TimestepEmbedding,
+    timestep_embedding,
+};
 
 use crate::config::ClipVisionConfig;
 use crate::load::HF_CLIP_KEYS;
 use crate::model::l2_normalize;
+use crate::train::TrainCore;
 use crate::vision::ClipVisionTransformer;
 
 /// GLIDE's noised CLIP image tower (see the module docs).
@@ -134,7 +137,8 @@ pub struct NoisedClipBatch {
     pub labels: Tensor<1, Int>,
 }
 
-/// Owns a [`NoisedClipVisionModel`] on an autodiff device and its AdamW state.
+/// Owns a [`NoisedClipVisionModel`] on an autodiff device and its AdamW state (the CLIP
+/// trainers' shared core: clipping, resumable checkpoints).
 ///
 /// ```no_run
 /// use burn::tensor::Device;
@@ -144,8 +148,7 @@ pub struct NoisedClipBatch {
 /// let trainer = NoisedClipTrainer::new(NoisedClipVisionModel::new(&cfg, &device), 1e-3, 0.1);
 /// ```
 pub struct NoisedClipTrainer {
-    model: Option<NoisedClipVisionModel>,
-    optim: ModuleOptimizer,
+    core: TrainCore<NoisedClipVisionModel>,
     pub lr: f64,
     pub steps: usize,
 }
@@ -154,20 +157,31 @@ impl NoisedClipTrainer {
     /// `model` must live on an autodiff device.
     pub fn new(model: NoisedClipVisionModel, lr: f64, weight_decay: f32) -> Self {
         NoisedClipTrainer {
-            model: Some(model),
-            optim: AdamWConfig::new().with_weight_decay(weight_decay).init(),
+            core: TrainCore::new(model, lr, weight_decay),
             lr,
             steps: 0,
         }
     }
 
+    /// Records the tower's config in the checkpoints [`Self::save_state`] writes.
+    pub fn with_model_config(mut self, config: &ClipVisionConfig) -> Self {
+        self.core.model_config = serde_json::to_value(config).unwrap_or_default();
+        self
+    }
+
+    /// Global gradient-norm clipping.
+    pub fn with_max_grad_norm(mut self, max_norm: Option<f32>) -> Self {
+        self.core.settings.max_grad_norm = max_norm;
+        self
+    }
+
     /// Forward, [`bank_cross_entropy`], backward, AdamW step. Returns the loss and the
     /// fraction of the batch whose own caption has the highest logit.
     pub fn step(&mut self, batch: NoisedClipBatch) -> (f32, f32) {
-        let model = self
-            .model
-            .take()
-            .expect("model is always present between steps");
+        // The public fields are authoritative (callers set them between steps).
+        self.core.lr = self.lr;
+        self.core.steps = self.steps;
+        let model = self.core.take();
         let logits = model.logits(batch.x_t, &batch.timesteps, batch.text_embeds);
         let b = logits.dims()[0];
         let hits = logits
@@ -180,20 +194,68 @@ impl NoisedClipTrainer {
             .into_scalar::<i64>();
         let loss = bank_cross_entropy(logits, batch.labels);
         let value = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        self.model = Some(self.optim.step(self.lr, model, grads));
-        self.steps += 1;
+        self.core.optimise(model, loss);
+        self.steps = self.core.steps;
         (value, hits as f32 / b.max(1) as f32)
     }
 
     pub fn model(&self) -> &NoisedClipVisionModel {
-        self.model
-            .as_ref()
-            .expect("model is always present between steps")
+        self.core.model()
     }
 
     /// The trained model (still on the autodiff device; `.valid()` gives the inference copy).
-    pub fn into_model(self) -> NoisedClipVisionModel {
-        self.model.expect("model is always present between steps")
+    pub fn into_model(mut self) -> NoisedClipVisionModel {
+        self.core.take()
+    }
+
+    /// Saves the weights (with their parameter ids), AdamW's state, the step, the learning rate
+    /// and the run's config as `store`'s checkpoint of the current step.
+    pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, LoadError> {
+        Ok(self.core.save_state(store, self.steps, self.lr)?)
+    }
+
+    /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none), on `device`
+    /// (autodiff). `config`, `lr`, `weight_decay` and `max_grad_norm` must be the run's: any
+    /// difference is `TrainCheckpointError::ConfigMismatch` naming it.
+    pub fn resume_state(
+        store: &CheckpointStore,
+        config: &ClipVisionConfig,
+        lr: f64,
+        weight_decay: f32,
+        max_grad_norm: Option<f32>,
+        device: &Device,
+    ) -> Result<Option<Self>, LoadError> {
+        Ok(TrainCore::resume_state(
+            store,
+            NoisedClipVisionModel::new(config, &device.clone().inner()),
+            config,
+            (lr, weight_decay, max_grad_norm),
+            device,
+        )?
+        .map(|core| NoisedClipTrainer {
+            lr: core.lr,
+            steps: core.steps,
+            core,
+        }))
+    }
+}
+
+impl unclip_nn::Trainer for NoisedClipTrainer {
+    type Batch = NoisedClipBatch;
+    type Error = LoadError;
+    fn step(&self) -> u64 {
+        self.steps as u64
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
+    }
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+    fn train_step(&mut self, batch: &NoisedClipBatch) -> Result<f32, LoadError> {
+        Ok(NoisedClipTrainer::step(self, batch.clone()).0)
+    }
+    fn save(&self, store: &CheckpointStore) -> Result<PathBuf, LoadError> {
+        self.save_state(store)
     }
 }

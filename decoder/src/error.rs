@@ -112,3 +112,9 @@ impl DecoderError {
         }
     }
 }
+
+impl From<unclip_nn::TrainCheckpointError> for DecoderError {
+    fn from(e: unclip_nn::TrainCheckpointError) -> Self {
+        DecoderError::Load(LoadError::from(e))
+    }
+}

@@ -33,23 +33,29 @@
 //! ```
 //!
 //! The weight files carry diffusers' key names (`….to_out.0.weight`), so diffusers reads them
-//! too. AdamW's moment estimates are not saved (burn keys optimiser state by parameter id, which
-//! a safetensors reload does not preserve): a resumed run restarts them.
+//! too. That folder is the run's export; a resume that continues the run exactly reads the
+//! training checkpoints instead ([`DecoderTrainer::save_state`] /
+//! [`DecoderTrainer::resume_state`], `unclip_nn::CheckpointStore`: one directory per save,
+//! written atomically, with the weights and their parameter ids, the EMA, AdamW's moments and
+//! step counts, the random stream's position, the step and the run's config).
+//! [`DecoderTrainer::resume`] (the export folder) restarts AdamW's moments and reseeds the
+//! stream: it imports weights, it does not continue a run exactly.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamWConfig, ModuleOptimizer};
 use burn::store::ModuleSnapshot;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
     HybridLossConfig, LossTerms, LossWeighting, NoiseSource, PredictionType, SchedulerConfig,
-    SeededNoise, T0Likelihood, TrainSchedule, TrainingObjective, VarianceType,
+    SeededNoise, StreamState, T0Likelihood, TrainSchedule, TrainingObjective, VarianceType,
 };
-use unclip_nn::LoadError;
+use unclip_nn::{CheckpointStore, LoadError, TrainResume, TrainSnapshot};
 
+use crate::UNet2DConditionConfig;
 use crate::config::TextProjConfig;
 use crate::{DecoderError, TextConditioning, UNet2DConditionModel, UnCLIPTextProjModel};
 
@@ -125,7 +131,9 @@ pub(crate) fn check_prob(name: &str, p: f64) -> Result<(), DecoderError> {
 }
 
 /// One optimiser step shared by the decoder and super-resolution trainers: refuses a non-finite
-/// loss (naming `input` and the step), backpropagates, steps AdamW and updates the EMA copy.
+/// loss (naming `input` and the step), backpropagates, clips the global gradient norm to
+/// `max_grad_norm` when set, steps AdamW and updates the EMA copy.
+#[allow(clippy::too_many_arguments)]
 pub fn optimise_step<M: Module>(
     optim: &mut ModuleOptimizer,
     learning_rate: f64,
@@ -133,6 +141,7 @@ pub fn optimise_step<M: Module>(
     terms: LossTerms,
     ema: &mut Option<M>,
     ema_decay: Option<f64>,
+    max_grad_norm: Option<f32>,
     input: &str,
     step: u64,
 ) -> Result<(M, StepLosses), DecoderError> {
@@ -146,8 +155,8 @@ pub fn optimise_step<M: Module>(
             ),
         });
     }
-    let grads = GradientsParams::from_grads(terms.loss.backward(), &model);
-    let model = optim.step(learning_rate, model, grads);
+    let (model, _norm) =
+        unclip_nn::apply_gradients(optim, learning_rate, model, terms.loss, max_grad_norm);
     if let (Some(decay), Some(e)) = (ema_decay, ema.take()) {
         *ema = Some(ema_update(e, &model.valid(), decay));
     }
@@ -326,6 +335,9 @@ pub struct DecoderTrainConfig {
     pub loss_weighting: LossWeighting,
     /// Seed of the host RNG (timesteps, noise, dropout).
     pub seed: u64,
+    /// Global gradient-norm clipping (`None`: off).
+    #[serde(default)]
+    pub max_grad_norm: Option<f32>,
 }
 
 impl Default for DecoderTrainConfig {
@@ -345,6 +357,7 @@ impl Default for DecoderTrainConfig {
             high_noise_fraction: 1.0,
             loss_weighting: LossWeighting::Uniform,
             seed: 0,
+            max_grad_norm: None,
         }
     }
 }
@@ -422,6 +435,8 @@ pub struct DecoderTrainer {
     optim: ModuleOptimizer,
     noise: SeededNoise,
     objective: TrainingObjective,
+    /// The learning rate of the next steps when a schedule set one (`config` keeps the base).
+    lr_now: Option<f64>,
 }
 
 impl std::fmt::Debug for DecoderTrainer {
@@ -614,7 +629,89 @@ impl DecoderTrainer {
             device: device.clone(),
             config,
             step,
+            lr_now: None,
         })
+    }
+
+    /// The run's config as a training checkpoint records it: the training settings and both
+    /// models' configs.
+    pub fn run_config(
+        config: &DecoderTrainConfig,
+        unet: &UNet2DConditionConfig,
+        text_proj: &TextProjConfig,
+    ) -> serde_json::Value {
+        serde_json::json!({ "train": config, "unet": unet, "text_proj": text_proj })
+    }
+
+    /// Saves everything a resume needs (weights with their parameter ids, EMA, AdamW's state,
+    /// the random stream's position, the step, the run's config) as `store`'s checkpoint of the
+    /// current step: one directory, written atomically (`unclip_nn::CheckpointStore`).
+    pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, DecoderError> {
+        let online = self.models.valid();
+        Ok(TrainSnapshot {
+            step: self.step,
+            model: &online,
+            ema: self.ema.as_ref(),
+            optim: &self.optim,
+            config: Self::run_config(
+                &self.config,
+                &online.unet.config,
+                &online.text_proj.config(),
+            ),
+            extra: StreamState::capture(&self.noise, self.lr_now),
+        }
+        .save(store)?)
+    }
+
+    /// Continues the run of `store`'s latest checkpoint exactly where it was saved (`Ok(None)`
+    /// when the store has none). With `expected` (the training settings the caller would start
+    /// a run with), a checkpoint written with other settings is
+    /// `TrainCheckpointError::ConfigMismatch` naming the field.
+    pub fn resume_state(
+        store: &CheckpointStore,
+        uncond: TextConditioning,
+        expected: Option<&DecoderTrainConfig>,
+        device: &Device,
+    ) -> Result<Option<Self>, DecoderError> {
+        let Some(r) = TrainResume::load(store)? else {
+            return Ok(None);
+        };
+        #[derive(Deserialize)]
+        struct RunConfig {
+            train: DecoderTrainConfig,
+            unet: UNet2DConditionConfig,
+            text_proj: TextProjConfig,
+        }
+        let run: RunConfig = r.run_config()?;
+        if let Some(expected) = expected {
+            r.check_config(&Self::run_config(expected, &run.unet, &run.text_proj))?;
+        }
+        let plain = device.clone().inner();
+        let template = || -> Result<DecoderModels, DecoderError> {
+            Ok(DecoderModels {
+                text_proj: UnCLIPTextProjModel::new(&run.text_proj, &plain),
+                unet: UNet2DConditionModel::new(&run.unet, &plain)?,
+            })
+        };
+        let models = r.load_model(template()?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            template().map_err(|e| r.corrupt(e.to_string()))
+        })?;
+        let mut t = Self::with_step(models, ema, uncond, run.train, r.meta.step, device)?;
+        t.optim = r.load_optimizer(t.optim)?;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
+        Ok(Some(t))
+    }
+
+    /// The learning rate of the next steps (a schedule's value; `config.learning_rate` stays
+    /// the run's base rate).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr_now = Some(lr);
+    }
+
+    /// The learning rate the next step uses.
+    pub fn learning_rate(&self) -> f64 {
+        self.lr_now.unwrap_or(self.config.learning_rate)
     }
 
     /// The training schedule: Karlo's decoder scheduler (learned-range variance) with the
@@ -800,13 +897,15 @@ impl DecoderTrainer {
     /// One AdamW step on `batch`; returns the loss values before the step.
     pub fn train_step(&mut self, batch: &DecoderBatch) -> Result<StepLosses, DecoderError> {
         let terms = self.loss(batch)?;
+        let lr = self.learning_rate();
         let (models, values) = optimise_step(
             &mut self.optim,
-            self.config.learning_rate,
+            lr,
             self.models.clone(),
             terms,
             &mut self.ema,
             self.config.ema_decay,
+            self.config.max_grad_norm,
             "batch",
             self.step,
         )?;
@@ -864,6 +963,26 @@ impl DecoderTrainer {
             None => None,
         };
         Self::with_step(models, ema, uncond, state.train, state.step, device)
+    }
+}
+
+impl unclip_nn::Trainer for DecoderTrainer {
+    type Batch = DecoderBatch;
+    type Error = DecoderError;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        DecoderTrainer::set_learning_rate(self, lr)
+    }
+    fn learning_rate(&self) -> f64 {
+        DecoderTrainer::learning_rate(self)
+    }
+    fn train_step(&mut self, batch: &DecoderBatch) -> Result<f32, DecoderError> {
+        DecoderTrainer::train_step(self, batch).map(|l| l.loss)
+    }
+    fn save(&self, store: &CheckpointStore) -> Result<PathBuf, DecoderError> {
+        self.save_state(store)
     }
 }
 

@@ -57,7 +57,10 @@ pub use guidance::{GradientGuide, apply_gradient_guidance, classifier_free_guida
 pub use loss::{
     HybridLossConfig, LossTerms, LossWeighting, T0Likelihood, TrainingObjective, sample_timesteps,
 };
-pub use noise::{NoiseError, NoiseSource, RecordingNoise, ReplayNoise, SeededNoise, randn};
+pub use noise::{
+    NoiseError, NoiseSource, NoiseState, RecordingNoise, ReplayNoise, SeededNoise, StreamState,
+    randn,
+};
 pub use schedule::{NoiseSchedule, Posterior, cosine_betas};
 pub use scheduler::{
     Sampler, StepCoefficients, StepOutput, UnCLIPScheduler, dynamic_threshold, leading_timesteps,

@@ -47,6 +47,9 @@ pub enum LoadError {
     UnsupportedConfig { path: PathBuf, message: String },
     #[error("cannot write {path}: {message}")]
     Write { path: PathBuf, message: String },
+    /// A resumable training checkpoint could not be written or read.
+    #[error(transparent)]
+    TrainCheckpoint(#[from] crate::TrainCheckpointError),
 }
 
 impl LoadError {

@@ -46,6 +46,8 @@ mod embeddings;
 mod error;
 mod layers;
 mod resample;
+pub mod train_checkpoint;
+mod train_loop;
 
 pub use activation::Activation;
 pub use attention::{MASK_MIN, merge_heads, scaled_dot_product, split_heads};
@@ -63,3 +65,9 @@ pub use resample::{
     ResampleFloat, aa_cubic_weights, aa_cubic_windows, bicubic_aa_weights, resize_aa_u8_pil,
     resize_aa_u8_torch, resize_bicubic_antialias,
 };
+pub use train_checkpoint::{
+    COMPLETE_FILE, CheckpointFiles, CheckpointStore, EMA_FILE, LATEST_FILE, MODEL_FILE,
+    OPTIMIZER_FILE, STATE_FILE, TrainCheckpointError, TrainResume, TrainSnapshot, TrainStateMeta,
+    canonical_contents, checksum, contents_differences, first_difference, step_dir_name,
+};
+pub use train_loop::{StepReport, TrainLoop, Trainer, apply_gradients, clip_grad_norm};

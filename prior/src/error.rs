@@ -39,3 +39,9 @@ impl PriorError {
         }
     }
 }
+
+impl From<unclip_nn::TrainCheckpointError> for PriorError {
+    fn from(e: unclip_nn::TrainCheckpointError) -> Self {
+        PriorError::Load(LoadError::from(e))
+    }
+}

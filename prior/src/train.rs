@@ -22,21 +22,27 @@
 //! <dir>/trainer_state.json                       step and training settings (written last)
 //! ```
 //!
-//! Adam's moment estimates are not part of the checkpoint: burn keys optimiser state by parameter
-//! id, which a safetensors reload does not preserve, so a resumed run restarts them.
+//! That folder is the run's export (what sampling and `export-shapes` read); a resume that
+//! continues the run exactly reads the training checkpoints instead
+//! ([`PriorTrainer::save_state`] / [`PriorTrainer::resume_state`], `unclip_nn::CheckpointStore`):
+//! one directory per save, written atomically, holding the weights with their parameter ids,
+//! the EMA, Adam's moments and step counts, the random stream's position, the step and the run's
+//! config. [`PriorTrainer::resume`] (the export folder) restarts Adam's moments and reseeds the
+//! stream: it is for importing weights, not for continuing a run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{AdamConfig, ModuleOptimizer};
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use unclip_diffusion::{
-    NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
+    NoiseSource, PredictionType, SchedulerConfig, SeededNoise, StreamState, TrainingObjective,
 };
+use unclip_nn::{CheckpointStore, TrainResume, TrainSnapshot};
 
-use crate::{PriorConditioning, PriorError, PriorTransformer};
+use crate::{PriorConditioning, PriorError, PriorTransformer, PriorTransformerConfig};
 
 /// Settings of a training run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -51,6 +57,9 @@ pub struct TrainConfig {
     pub num_train_timesteps: usize,
     /// Seed of the host RNG (timesteps, noise, dropout).
     pub seed: u64,
+    /// Global gradient-norm clipping (`None`: off).
+    #[serde(default)]
+    pub max_grad_norm: Option<f32>,
 }
 
 impl Default for TrainConfig {
@@ -61,6 +70,7 @@ impl Default for TrainConfig {
             cond_drop_prob: 0.1,
             num_train_timesteps: 1000,
             seed: 0,
+            max_grad_norm: None,
         }
     }
 }
@@ -96,6 +106,8 @@ pub struct PriorTrainer {
     optim: ModuleOptimizer,
     noise: SeededNoise,
     objective: TrainingObjective,
+    /// The learning rate of the next steps when a schedule set one (`config` keeps the base).
+    lr_now: Option<f64>,
 }
 
 impl std::fmt::Debug for PriorTrainer {
@@ -178,7 +190,62 @@ impl PriorTrainer {
             objective: TrainingObjective::new(&Self::scheduler_config(&config)),
             config,
             step,
+            lr_now: None,
         })
+    }
+
+    /// The run's config as a training checkpoint records it: the training settings and the
+    /// model config.
+    pub fn run_config(config: &TrainConfig, model: &PriorTransformerConfig) -> serde_json::Value {
+        serde_json::json!({ "train": config, "model": model })
+    }
+
+    /// Saves everything a resume needs (weights with their parameter ids, EMA, Adam's state,
+    /// the random stream's position, the step, the run's config) as `store`'s checkpoint of the
+    /// current step: one directory, written atomically (`unclip_nn::CheckpointStore`).
+    pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, PriorError> {
+        Ok(TrainSnapshot {
+            step: self.step,
+            model: &self.model.valid(),
+            ema: self.ema.as_ref(),
+            optim: &self.optim,
+            config: Self::run_config(&self.config, &self.model.config),
+            extra: StreamState::capture(&self.noise, self.lr_now),
+        }
+        .save(store)?)
+    }
+
+    /// Continues the run of `store`'s latest checkpoint exactly where it was saved (`Ok(None)`
+    /// when the store has none). With `expected` (the training settings the caller would start
+    /// a run with), a checkpoint written with other settings is
+    /// `TrainCheckpointError::ConfigMismatch` naming the field.
+    pub fn resume_state(
+        store: &CheckpointStore,
+        uncond: PriorConditioning,
+        expected: Option<&TrainConfig>,
+        device: &Device,
+    ) -> Result<Option<Self>, PriorError> {
+        let Some(r) = TrainResume::load(store)? else {
+            return Ok(None);
+        };
+        #[derive(Deserialize)]
+        struct RunConfig {
+            train: TrainConfig,
+            model: PriorTransformerConfig,
+        }
+        let run: RunConfig = r.run_config()?;
+        if let Some(expected) = expected {
+            r.check_config(&Self::run_config(expected, &run.model))?;
+        }
+        let plain = device.clone().inner();
+        let model = r.load_model(PriorTransformer::new(&run.model, &plain)?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            PriorTransformer::new(&run.model, &plain).map_err(|e| r.corrupt(e.to_string()))
+        })?;
+        let mut t = Self::with_step(model, ema, uncond, run.train, r.meta.step, device)?;
+        t.optim = r.load_optimizer(t.optim)?;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
+        Ok(Some(t))
     }
 
     /// The training schedule: Karlo's prior scheduler (`squaredcos_cap_v2`, x_0 prediction).
@@ -302,14 +369,30 @@ impl PriorTrainer {
         })
     }
 
+    /// The learning rate of the next steps (a schedule's value; `config.learning_rate` stays
+    /// the run's base rate).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr_now = Some(lr);
+    }
+
+    /// The learning rate the next step uses.
+    pub fn learning_rate(&self) -> f64 {
+        self.lr_now.unwrap_or(self.config.learning_rate)
+    }
+
     /// One optimiser step on `batch`; returns the loss before the step.
     pub fn train_step(&mut self, batch: &PriorBatch) -> Result<f32, PriorError> {
         let loss = self.loss(batch)?;
         let value: f32 = loss.clone().into_scalar::<f32>();
-        let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-        self.model = self
-            .optim
-            .step(self.config.learning_rate, self.model.clone(), grads);
+        let lr = self.learning_rate();
+        let (model, _norm) = unclip_nn::apply_gradients(
+            &mut self.optim,
+            lr,
+            self.model.clone(),
+            loss,
+            self.config.max_grad_norm,
+        );
+        self.model = model;
         self.step += 1;
         if let (Some(decay), Some(ema)) = (self.config.ema_decay, self.ema.take()) {
             self.ema = Some(unclip_nn::ema_update(ema, &self.model.valid(), decay));
@@ -348,6 +431,26 @@ impl PriorTrainer {
             None => None,
         };
         Self::with_step(model, ema, uncond, state.train, state.step, device)
+    }
+}
+
+impl unclip_nn::Trainer for PriorTrainer {
+    type Batch = PriorBatch;
+    type Error = PriorError;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        PriorTrainer::set_learning_rate(self, lr)
+    }
+    fn learning_rate(&self) -> f64 {
+        PriorTrainer::learning_rate(self)
+    }
+    fn train_step(&mut self, batch: &PriorBatch) -> Result<f32, PriorError> {
+        PriorTrainer::train_step(self, batch)
+    }
+    fn save(&self, store: &CheckpointStore) -> Result<PathBuf, PriorError> {
+        self.save_state(store)
     }
 }
 

@@ -27,10 +27,14 @@
 //! ```
 //!
 //! Crops, timesteps, noise and the augmentation's draws come from one seeded host generator, so
-//! a run is reproducible on every device. AdamW's moments are not saved (see the prior's
-//! trainer): a resumed run restarts them.
+//! a run is reproducible on every device. That folder is the run's export; a resume that
+//! continues the run exactly reads the training checkpoints ([`SuperResTrainer::save_state`] /
+//! [`SuperResTrainer::resume_state`]: weights with their parameter ids, EMA, AdamW's moments
+//! and step counts, the random stream's position, the step and the run's config, one directory
+//! per save written atomically). [`SuperResTrainer::resume`] restarts AdamW's moments and
+//! reseeds the stream.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn::module::Module;
 use burn::optim::{AdamWConfig, ModuleOptimizer};
@@ -42,12 +46,13 @@ use unclip_decoder::train::{
     STATE_FILE, StepLosses, check_common, decoder_save_key, optimise_step, save_diffusers_folder,
 };
 use unclip_diffusion::{
-    LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise, TrainingObjective,
-    VarianceType,
+    LossTerms, NoiseSource, PredictionType, SchedulerConfig, SeededNoise, StreamState,
+    TrainingObjective, VarianceType,
 };
+use unclip_nn::{CheckpointStore, TrainResume, TrainSnapshot};
 
 use crate::degrade::LowResAugmentation;
-use crate::{UNet2DModel, resize_bicubic_antialias};
+use crate::{UNet2DConfig, UNet2DModel, resize_bicubic_antialias};
 
 impl UNet2DModel {
     /// Writes `dir/config.json` and `dir/diffusion_pytorch_model.safetensors` (f32, diffusers
@@ -108,6 +113,9 @@ pub struct SuperResTrainConfig {
     pub augmentation: LowResAugmentation,
     /// Seed of the host RNG (crops, timesteps, noise, augmentation).
     pub seed: u64,
+    /// Global gradient-norm clipping (`None`: off).
+    #[serde(default)]
+    pub max_grad_norm: Option<f32>,
 }
 
 impl SuperResTrainConfig {
@@ -124,6 +132,7 @@ impl SuperResTrainConfig {
             crop_size: None,
             augmentation: LowResAugmentation::blur_64_to_256(),
             seed: 0,
+            max_grad_norm: None,
         }
     }
 
@@ -199,6 +208,8 @@ pub struct SuperResTrainer {
     optim: ModuleOptimizer,
     noise: SeededNoise,
     objective: TrainingObjective,
+    /// The learning rate of the next steps when a schedule set one (`config` keeps the base).
+    lr_now: Option<f64>,
 }
 
 impl std::fmt::Debug for SuperResTrainer {
@@ -278,7 +289,73 @@ impl SuperResTrainer {
             device: device.clone(),
             config,
             step,
+            lr_now: None,
         })
+    }
+
+    /// The run's config as a training checkpoint records it: the training settings and the
+    /// UNet's config.
+    pub fn run_config(config: &SuperResTrainConfig, unet: &UNet2DConfig) -> serde_json::Value {
+        serde_json::json!({ "train": config, "unet": unet })
+    }
+
+    /// Saves everything a resume needs (weights with their parameter ids, EMA, AdamW's state,
+    /// the random stream's position, the step, the run's config) as `store`'s checkpoint of the
+    /// current step: one directory, written atomically (`unclip_nn::CheckpointStore`).
+    pub fn save_state(&self, store: &CheckpointStore) -> Result<PathBuf, DecoderError> {
+        let online = self.model.valid();
+        Ok(TrainSnapshot {
+            step: self.step,
+            model: &online,
+            ema: self.ema.as_ref(),
+            optim: &self.optim,
+            config: Self::run_config(&self.config, &online.config),
+            extra: StreamState::capture(&self.noise, self.lr_now),
+        }
+        .save(store)?)
+    }
+
+    /// Continues the run of `store`'s latest checkpoint exactly where it was saved (`Ok(None)`
+    /// when the store has none). With `expected` (the training settings the caller would start
+    /// a run with), a checkpoint written with other settings is
+    /// `TrainCheckpointError::ConfigMismatch` naming the field.
+    pub fn resume_state(
+        store: &CheckpointStore,
+        expected: Option<&SuperResTrainConfig>,
+        device: &Device,
+    ) -> Result<Option<Self>, DecoderError> {
+        let Some(r) = TrainResume::load(store)? else {
+            return Ok(None);
+        };
+        #[derive(Deserialize)]
+        struct RunConfig {
+            train: SuperResTrainConfig,
+            unet: UNet2DConfig,
+        }
+        let run: RunConfig = r.run_config()?;
+        if let Some(expected) = expected {
+            r.check_config(&Self::run_config(expected, &run.unet))?;
+        }
+        let plain = device.clone().inner();
+        let model = r.load_model(UNet2DModel::new(&run.unet, &plain)?)?;
+        let ema = r.load_ema_if(run.train.ema_decay.is_some(), || {
+            UNet2DModel::new(&run.unet, &plain).map_err(|e| r.corrupt(e.to_string()))
+        })?;
+        let mut t = Self::with_step(model, ema, run.train, r.meta.step, device)?;
+        t.optim = r.load_optimizer(t.optim)?;
+        (t.noise, t.lr_now) = StreamState::restore(&r)?;
+        Ok(Some(t))
+    }
+
+    /// The learning rate of the next steps (a schedule's value; `config.learning_rate` stays
+    /// the run's base rate).
+    pub fn set_learning_rate(&mut self, lr: f64) {
+        self.lr_now = Some(lr);
+    }
+
+    /// The learning rate the next step uses.
+    pub fn learning_rate(&self) -> f64 {
+        self.lr_now.unwrap_or(self.config.learning_rate)
     }
 
     /// The training schedule: the configured prediction type and betas, `fixed_small_log`
@@ -394,13 +471,15 @@ impl SuperResTrainer {
     /// step.
     pub fn train_step(&mut self, images: &Tensor<4>) -> Result<StepLosses, DecoderError> {
         let terms = self.loss(images)?;
+        let lr = self.learning_rate();
         let (model, values) = optimise_step(
             &mut self.optim,
-            self.config.learning_rate,
+            lr,
             self.model.clone(),
             terms,
             &mut self.ema,
             self.config.ema_decay,
+            self.config.max_grad_norm,
             "images",
             self.step,
         )?;
@@ -434,5 +513,26 @@ impl SuperResTrainer {
             None => None,
         };
         Self::with_step(model, ema, state.train, state.step, device)
+    }
+}
+
+impl unclip_nn::Trainer for SuperResTrainer {
+    /// High-resolution images `[B, C, H, W]` in `[-1, 1]` (cropped by the trainer).
+    type Batch = Tensor<4>;
+    type Error = DecoderError;
+    fn step(&self) -> u64 {
+        self.step
+    }
+    fn set_learning_rate(&mut self, lr: f64) {
+        SuperResTrainer::set_learning_rate(self, lr)
+    }
+    fn learning_rate(&self) -> f64 {
+        SuperResTrainer::learning_rate(self)
+    }
+    fn train_step(&mut self, images: &Tensor<4>) -> Result<f32, DecoderError> {
+        SuperResTrainer::train_step(self, images).map(|l| l.loss)
+    }
+    fn save(&self, store: &CheckpointStore) -> Result<PathBuf, DecoderError> {
+        self.save_state(store)
     }
 }

@@ -42,6 +42,12 @@ pub struct NoisedClipArgs {
     pub seed: u64,
     #[arg(long, default_value_t = 250)]
     pub save_every: u64,
+    /// Resumable checkpoints kept (`<out>/checkpoints/step-*`), newest first.
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Global gradient-norm clipping (recorded in the run's config).
+    #[arg(long)]
+    pub max_grad_norm: Option<f32>,
     /// A CLIP vision config (JSON) for a tower trained from scratch; without it the tower
     /// starts from the model's `image_encoder` (same config) with a zero timestep embedding.
     #[arg(long)]
@@ -50,6 +56,8 @@ pub struct NoisedClipArgs {
     #[arg(long)]
     pub eval_only: bool,
 }
+
+const WEIGHT_DECAY: f32 = 0.1;
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct State {
@@ -132,70 +140,112 @@ pub fn train(args: &NoisedClipArgs) -> Result<(), Error> {
         })
         .collect::<Result<_, _>>()?;
     let state_path = args.out.join("state.json");
-    let (model, start) = if state_path.is_file() {
-        let st: State = unclip_nn::read_json(&state_path)?;
-        (
-            NoisedClipVisionModel::from_pretrained(&args.out, &plain)?,
-            st.step,
-        )
-    } else if args.config.is_some() {
-        plain.seed(args.seed);
-        (NoisedClipVisionModel::new(&vcfg, &plain), 0)
+    let device = plain.clone().autodiff();
+    let store = crate::shapes::stage_store(&args.out, args.keep_checkpoints);
+    let resumed = if args.eval_only {
+        None
     } else {
-        // The model's image tower, a fresh timestep embedding whose last layer is zero (so
-        // training starts from the clean tower).
-        let clean = ClipVisionModelWithProjection::from_pretrained(
-            args.model.join("image_encoder"),
-            &plain,
-        )?;
-        plain.seed(args.seed);
-        let mut m = NoisedClipVisionModel::new(&vcfg, &plain);
-        m.vision_model = clean.vision_model;
-        m.visual_projection = clean.visual_projection;
-        m.time_embedding.linear_2.weight = m.time_embedding.linear_2.weight.map(|w| w.zeros_like());
-        if let Some(b) = m.time_embedding.linear_2.bias.take() {
-            m.time_embedding.linear_2.bias = Some(b.map(|b| b.zeros_like()));
-        }
-        (m, 0)
+        NoisedClipTrainer::resume_state(
+            &store,
+            &vcfg,
+            args.learning_rate,
+            WEIGHT_DECAY,
+            args.max_grad_norm,
+            &device,
+        )?
     };
+    let mut trainer = match resumed {
+        Some(t) => t,
+        None => {
+            let (model, start) = if state_path.is_file() {
+                let st: State = unclip_nn::read_json(&state_path)?;
+                (
+                    NoisedClipVisionModel::from_pretrained(&args.out, &plain)?,
+                    st.step,
+                )
+            } else if args.config.is_some() {
+                plain.seed(args.seed);
+                (NoisedClipVisionModel::new(&vcfg, &plain), 0)
+            } else {
+                // The model's image tower, a fresh timestep embedding whose last layer is zero
+                // (so training starts from the clean tower).
+                let clean = ClipVisionModelWithProjection::from_pretrained(
+                    args.model.join("image_encoder"),
+                    &plain,
+                )?;
+                plain.seed(args.seed);
+                let mut m = NoisedClipVisionModel::new(&vcfg, &plain);
+                m.vision_model = clean.vision_model;
+                m.visual_projection = clean.visual_projection;
+                m.time_embedding.linear_2.weight =
+                    m.time_embedding.linear_2.weight.map(|w| w.zeros_like());
+                if let Some(b) = m.time_embedding.linear_2.bias.take() {
+                    m.time_embedding.linear_2.bias = Some(b.map(|b| b.zeros_like()));
+                }
+                (m, 0)
+            };
+            let mut t = NoisedClipTrainer::new(
+                model.to_device(&device).train(),
+                args.learning_rate,
+                WEIGHT_DECAY,
+            )
+            .with_model_config(&vcfg)
+            .with_max_grad_norm(args.max_grad_norm);
+            t.steps = start as usize;
+            t
+        }
+    };
+    let start = trainer.steps as u64;
     if !args.eval_only && start < args.steps {
-        let device = plain.clone().autodiff();
-        let mut trainer =
-            NoisedClipTrainer::new(model.to_device(&device).train(), args.learning_rate, 0.1);
         let pb = bar(args.steps, start, "nclip");
         let mut log = LossLog::open(&args.out, "nclip")?;
         let n_train = scheduler.schedule().num_train_timesteps();
-        for step in start..args.steps {
-            let mut rng =
-                rand::rngs::StdRng::seed_from_u64(args.seed ^ (step.wrapping_mul(0x9E37_79B9)));
-            let ex = batch(args.seed, 7, step, args.batch);
-            let scenes: Vec<_> = ex.iter().map(|e| e.scene.clone()).collect();
-            let ts: Vec<usize> = (0..ex.len())
-                .map(|_| rng.random_range(0..n_train))
-                .collect();
-            let mut noise = SeededNoise::new(args.seed ^ (step << 20) ^ 0x5eed);
-            let x_t = noised(&scenes, side, &ts, &scheduler, &mut noise, &device)?;
-            let labels: Vec<i64> = ex
-                .iter()
-                .map(|e| {
-                    let a = e.attributes();
-                    train_combos.iter().position(|c| *c == a).unwrap_or(0) as i64
-                })
-                .collect();
-            let j = rng.random_range(0..NUM_TEMPLATES);
-            trainer.lr = cosine_lr(args.learning_rate, step, 100, args.steps);
-            let (loss, _acc) = trainer.step(NoisedClipBatch {
-                x_t,
-                timesteps: ts,
-                text_embeds: banks[j].clone().to_device(&device),
-                labels: Tensor::<1, Int>::from_data(TensorData::new(labels, [ex.len()]), &device),
-            });
-            log.log(step + 1, loss, &pb)?;
-            if (step + 1) % args.save_every == 0 || step + 1 == args.steps {
-                trainer.model().valid().save_pretrained(&vcfg, &args.out)?;
-                unclip_nn::write_json(&state_path, &State { step: step + 1 })?;
-            }
+        unclip_nn::TrainLoop {
+            store: &store,
+            total_steps: args.steps,
+            save_every: args.save_every,
         }
+        .run(
+            &mut trainer,
+            |step| Some(cosine_lr(args.learning_rate, step, 100, args.steps)),
+            |step| -> Result<NoisedClipBatch, Error> {
+                // Every draw of a step comes from generators seeded by the step.
+                let mut rng =
+                    rand::rngs::StdRng::seed_from_u64(args.seed ^ (step.wrapping_mul(0x9E37_79B9)));
+                let ex = batch(args.seed, 7, step, args.batch);
+                let scenes: Vec<_> = ex.iter().map(|e| e.scene.clone()).collect();
+                let ts: Vec<usize> = (0..ex.len())
+                    .map(|_| rng.random_range(0..n_train))
+                    .collect();
+                let mut noise = SeededNoise::new(args.seed ^ (step << 20) ^ 0x5eed);
+                let x_t = noised(&scenes, side, &ts, &scheduler, &mut noise, &device)?;
+                let labels: Vec<i64> = ex
+                    .iter()
+                    .map(|e| {
+                        let a = e.attributes();
+                        train_combos.iter().position(|c| *c == a).unwrap_or(0) as i64
+                    })
+                    .collect();
+                let j = rng.random_range(0..NUM_TEMPLATES);
+                Ok(NoisedClipBatch {
+                    x_t,
+                    timesteps: ts,
+                    text_embeds: banks[j].clone().to_device(&device),
+                    labels: Tensor::<1, Int>::from_data(
+                        TensorData::new(labels, [ex.len()]),
+                        &device,
+                    ),
+                })
+            },
+            |trainer, report| {
+                log.report(report, &pb)?;
+                if report.saved.is_some() {
+                    trainer.model().valid().save_pretrained(&vcfg, &args.out)?;
+                    unclip_nn::write_json(&state_path, &State { step: report.step })?;
+                }
+                Ok(())
+            },
+        )?;
         pb.finish();
     }
     let model = NoisedClipVisionModel::from_pretrained(&args.out, &plain)?;

@@ -14,7 +14,14 @@
 //! | `sr2`   | UNet2DModel 64 -> 128, crops of 32       | 128x128 renders, BSR-degraded low-res   |
 //!
 //! Batches are drawn from `Dataset::new(seed + step, Split::Train)`, so a resumed run sees the
-//! same data it would have seen (optimizer moments restart on resume; see the trainers).
+//! same data it would have seen. Every stage runs in the shared loop (`unclip_nn::TrainLoop`)
+//! and saves resumable checkpoints under `<stage>/checkpoints/` (`unclip_nn::CheckpointStore`:
+//! one directory per save written atomically, weights, EMA, AdamW's state, the random stream,
+//! step and config; the newest `--keep-checkpoints` kept). A killed run started again with the
+//! same command continues from the newest complete checkpoint exactly as if it had not been
+//! stopped. After each checkpoint the stage folder's export (the diffusers-layout weights
+//! `export-shapes` and the evaluations read) is rewritten from it; resuming never reads the
+//! export (docs/training.md, "Resuming training").
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -151,6 +158,18 @@ pub struct TrainArgs {
     /// this invocation on.
     #[arg(long)]
     pub decoder_max_timestep: Option<usize>,
+    /// Resumable checkpoints kept per stage (`<stage>/checkpoints/step-*`), newest first.
+    #[arg(long, default_value_t = 3)]
+    pub keep_checkpoints: usize,
+    /// Global gradient-norm clipping of a fresh run of every stage (recorded in its config; a
+    /// resumed clip, prior or super-resolution run given another value is refused).
+    #[arg(long)]
+    pub max_grad_norm: Option<f32>,
+}
+
+/// A stage's resumable checkpoints: `<stage dir>/checkpoints`.
+pub fn stage_store(dir: &Path, keep: usize) -> unclip_nn::CheckpointStore {
+    unclip_nn::CheckpointStore::new(dir.join("checkpoints"), keep)
 }
 
 /// `[B, 1, side, side]` loss weights: `1 + extra` on each scene's bounding box grown by one
@@ -361,13 +380,26 @@ impl LossLog {
         })
     }
 
+    /// The shared loop's progress callback: the loss line, the bar, the step time.
+    pub(crate) fn report(
+        &mut self,
+        r: &unclip_nn::StepReport,
+        pb: &ProgressBar,
+    ) -> Result<(), Error> {
+        pb.set_message(format!(
+            "loss {:.4}, {:.2} s/step",
+            r.loss,
+            r.step_time.as_secs_f64()
+        ));
+        self.log(r.step, r.loss, pb)
+    }
+
     pub(crate) fn log(&mut self, step: u64, loss: f32, pb: &ProgressBar) -> Result<(), Error> {
         writeln!(self.file, "{step},{loss}")?;
         self.window.push(loss);
         pb.set_position(step);
         if step.is_multiple_of(50) {
             let mean = self.window.iter().sum::<f32>() / self.window.len() as f32;
-            pb.set_message(format!("loss {mean:.4}"));
             println!(
                 "{} step {step} loss(mean of last {}) {mean:.5} [{:.0} s]",
                 self.name,
@@ -413,46 +445,82 @@ struct ClipState {
     step: u64,
 }
 
+const CLIP_LR: f64 = 1e-3;
+const CLIP_WEIGHT_DECAY: f32 = 0.1;
+
 fn train_clip(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let dir = args.run.join("clip");
     let cfg = clip_config();
     let plain = compute_device()?;
     let device = plain.clone().autodiff();
     let state_path = dir.join("state.json");
-    let (model, start) = if state_path.is_file() {
-        let st: ClipState = unclip_nn::read_json(&state_path)?;
-        (ClipModel::from_pretrained(&dir, &plain)?, st.step)
-    } else {
-        plain.seed(args.seed);
-        (ClipModel::new(&cfg, &plain), 0)
+    let store = stage_store(&dir, args.keep_checkpoints);
+    let lr = CLIP_LR;
+    let resumed = ClipTrainer::resume_state(
+        &store,
+        &cfg,
+        lr,
+        CLIP_WEIGHT_DECAY,
+        args.max_grad_norm,
+        &device,
+    )?;
+    let mut trainer = match resumed {
+        Some(t) => t,
+        None => {
+            let (model, start) = if state_path.is_file() {
+                // A run from before resumable checkpoints: its weights, fresh AdamW moments.
+                let st: ClipState = unclip_nn::read_json(&state_path)?;
+                println!(
+                    "clip: continuing an old-format run at step {} (optimizer restarts)",
+                    st.step
+                );
+                (ClipModel::from_pretrained(&dir, &plain)?, st.step)
+            } else {
+                plain.seed(args.seed);
+                (ClipModel::new(&cfg, &plain), 0)
+            };
+            let mut t = ClipTrainer::new(model.to_device(&device).train(), lr, CLIP_WEIGHT_DECAY)
+                .with_model_config(&cfg)
+                .with_max_grad_norm(args.max_grad_norm);
+            t.steps = start as usize;
+            t
+        }
     };
+    let start = trainer.steps as u64;
     if start >= args.clip_steps {
         println!("clip: already at step {start}");
         return Ok(());
     }
-    let model = model.to_device(&device).train();
-    let lr = 1e-3;
-    let mut trainer = ClipTrainer::new(model, lr, 0.1);
     let processor = ClipImageProcessor::for_size(BASE as usize);
     let pb = bar(args.clip_steps, start, "clip");
     let mut log = LossLog::open(&dir, "clip")?;
-    for step in start..args.clip_steps {
-        let ex = batch(args.seed, 1, step, args.clip_batch);
-        let captions: Vec<String> = ex.iter().map(|e| e.caption.clone()).collect();
-        let (ids, mask) = tokens(tok, &captions, &device)?;
-        let pixel_values = clip_pixels(&processor, &ex, &device)?;
-        trainer.lr = cosine_lr(lr, step, 100, args.clip_steps);
-        let loss = trainer.step(ClipBatch {
-            input_ids: ids,
-            attention_mask: Some(mask),
-            pixel_values,
-        });
-        log.log(step + 1, loss, &pb)?;
-        if (step + 1) % args.save_every == 0 || step + 1 == args.clip_steps {
-            trainer.model().valid().save_pretrained(&cfg, &dir)?;
-            unclip_nn::write_json(&state_path, &ClipState { step: step + 1 })?;
-        }
+    unclip_nn::TrainLoop {
+        store: &store,
+        total_steps: args.clip_steps,
+        save_every: args.save_every,
     }
+    .run(
+        &mut trainer,
+        |step| Some(cosine_lr(lr, step, 100, args.clip_steps)),
+        |step| -> Result<ClipBatch, Error> {
+            let ex = batch(args.seed, 1, step, args.clip_batch);
+            let captions: Vec<String> = ex.iter().map(|e| e.caption.clone()).collect();
+            let (ids, mask) = tokens(tok, &captions, &device)?;
+            Ok(ClipBatch {
+                input_ids: ids,
+                attention_mask: Some(mask),
+                pixel_values: clip_pixels(&processor, &ex, &device)?,
+            })
+        },
+        |trainer, report| {
+            log.report(report, &pb)?;
+            if report.saved.is_some() {
+                trainer.model().valid().save_pretrained(&cfg, &dir)?;
+                unclip_nn::write_json(&state_path, &ClipState { step: report.step })?;
+            }
+            Ok(())
+        },
+    )?;
     pb.finish();
     let clip = trainer.into_model().valid();
     let report = clip_zero_shot(&clip, tok, 2, &plain)?;
@@ -625,7 +693,13 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         encoder_hidden_states: Some(uh),
         attention_mask: Some(um),
     };
-    let mut trainer = if dir.join("trainer_state.json").is_file() {
+    let store = stage_store(&dir, args.keep_checkpoints);
+    let expected = prior_train_config(args);
+    let resumed = PriorTrainer::resume_state(&store, uncond.clone(), Some(&expected), &device)?;
+    let mut trainer = if let Some(t) = resumed {
+        t
+    } else if dir.join("trainer_state.json").is_file() {
+        println!("prior: continuing an old-format run (optimizer and noise stream restart)");
         PriorTrainer::resume(&dir, uncond, &device)?
     } else {
         let cfg: PriorTransformerConfig = serde_json::from_str(PRIOR_CONFIG)?;
@@ -642,39 +716,54 @@ fn train_prior(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
         let std = (embs - mean.clone()).powi_scalar(2).mean_dim(0).sqrt(); // [1, E]
         model.clip_mean = Param::from_tensor(mean);
         model.clip_std = Param::from_tensor(std);
-        let config = TrainConfig {
-            learning_rate: 3e-4,
-            ema_decay: Some(0.995),
-            cond_drop_prob: 0.1,
-            num_train_timesteps: 1000,
-            seed: args.seed + 3,
-        };
-        PriorTrainer::new(model, uncond, config, &device)?
+        PriorTrainer::new(model, uncond, expected, &device)?
     };
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
     let pb = bar(args.prior_steps, start, "prior");
     let mut log = LossLog::open(&dir, "prior")?;
-    for step in start..args.prior_steps {
-        let ex = batch(args.seed, 2, step, args.prior_batch);
-        trainer.config.learning_rate = cosine_lr(base_lr, step, 100, args.prior_steps);
-        let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
-        let loss = trainer.train_step(&PriorBatch {
-            image_embeddings: img,
-            cond: PriorConditioning {
-                proj_embedding: e,
-                encoder_hidden_states: Some(h),
-                attention_mask: Some(m),
-            },
-        })?;
-        log.log(step + 1, loss, &pb)?;
-        if (step + 1) % args.save_every == 0 || step + 1 == args.prior_steps {
-            trainer.config.learning_rate = base_lr;
-            trainer.save_checkpoint(&dir)?;
-        }
+    unclip_nn::TrainLoop {
+        store: &store,
+        total_steps: args.prior_steps,
+        save_every: args.save_every,
     }
+    .run(
+        &mut trainer,
+        |step| Some(cosine_lr(base_lr, step, 100, args.prior_steps)),
+        |step| -> Result<PriorBatch, Error> {
+            let ex = batch(args.seed, 2, step, args.prior_batch);
+            let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
+            Ok(PriorBatch {
+                image_embeddings: img,
+                cond: PriorConditioning {
+                    proj_embedding: e,
+                    encoder_hidden_states: Some(h),
+                    attention_mask: Some(m),
+                },
+            })
+        },
+        |trainer, report| {
+            log.report(report, &pb)?;
+            if report.saved.is_some() {
+                trainer.save_checkpoint(&dir)?;
+            }
+            Ok(())
+        },
+    )?;
     pb.finish();
     Ok(())
+}
+
+/// The prior's training settings for a run of `args`.
+pub fn prior_train_config(args: &TrainArgs) -> TrainConfig {
+    TrainConfig {
+        learning_rate: 3e-4,
+        ema_decay: Some(0.995),
+        cond_drop_prob: 0.1,
+        num_train_timesteps: 1000,
+        seed: args.seed + 3,
+        max_grad_norm: args.max_grad_norm,
+    }
 }
 
 fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
@@ -685,8 +774,19 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let processor = ClipImageProcessor::for_size(BASE as usize);
     let uncond = empty_prompt(tok, &text, &plain)?;
     let wanted = parse_prediction(&args.decoder_prediction)?;
-    let mut trainer = if dir.join("trainer_state.json").is_file() {
-        let t = DecoderTrainer::resume(&dir, uncond.clone(), &device)?;
+    let store = stage_store(&dir, args.keep_checkpoints);
+    // The decoder's flags below apply from each invocation on, so its saved config is not
+    // compared with them (`None`).
+    let resumed = DecoderTrainer::resume_state(&store, uncond.clone(), None, &device)?;
+    let legacy = resumed.is_none() && dir.join("trainer_state.json").is_file();
+    if legacy {
+        println!("decoder: continuing an old-format run (optimizer and noise stream restart)");
+    }
+    let mut trainer = if resumed.is_some() || legacy {
+        let t = match resumed {
+            Some(t) => t,
+            None => DecoderTrainer::resume(&dir, uncond.clone(), &device)?,
+        };
         let from = t.config.prediction_type;
         if from != wanted {
             // Continue from the run's weights with another target (fresh optimizer and EMA):
@@ -735,6 +835,7 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
             prediction_type: wanted,
             schedule: decoder_schedule(&args.decoder_schedule)?,
             seed: args.seed + 5,
+            max_grad_norm: args.max_grad_norm,
             ..DecoderTrainConfig::default()
         };
         DecoderTrainer::new(text_proj, unet, uncond, config, &device)?
@@ -759,31 +860,44 @@ fn train_decoder(args: &TrainArgs, tok: &ClipTokenizer) -> Result<(), Error> {
     let start = trainer.step;
     let pb = bar(args.decoder_steps, start, "decoder");
     let mut log = LossLog::open(&dir, "decoder")?;
-    for step in start..args.decoder_steps {
-        let ex = batch(args.seed, 3, step, args.decoder_batch);
-        let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
-        trainer.config.learning_rate = cosine_lr(
-            base_lr,
-            step.saturating_sub(phase),
-            200,
-            args.decoder_steps - phase,
-        );
-        let losses = trainer.train_step(&DecoderBatch {
-            images: images_signed(&ex, side, &plain),
-            image_embeddings: img,
-            text: TextConditioning {
-                prompt_embeds: e,
-                hidden_states: h,
-                mask: m,
-            },
-            pixel_weights: (box_weight > 0.0).then(|| box_weights(&ex, side, box_weight, &plain)),
-        })?;
-        log.log(step + 1, losses.loss, &pb)?;
-        if (step + 1) % args.save_every == 0 || step + 1 == args.decoder_steps {
-            trainer.config.learning_rate = base_lr;
-            trainer.save_checkpoint(&dir)?;
-        }
+    unclip_nn::TrainLoop {
+        store: &store,
+        total_steps: args.decoder_steps,
+        save_every: args.save_every,
     }
+    .run(
+        &mut trainer,
+        |step| {
+            Some(cosine_lr(
+                base_lr,
+                step.saturating_sub(phase),
+                200,
+                args.decoder_steps - phase,
+            ))
+        },
+        |step| -> Result<DecoderBatch, Error> {
+            let ex = batch(args.seed, 3, step, args.decoder_batch);
+            let ((e, h, m), img) = clip_batch(tok, &text, &vision, &processor, &ex, &plain)?;
+            Ok(DecoderBatch {
+                images: images_signed(&ex, side, &plain),
+                image_embeddings: img,
+                text: TextConditioning {
+                    prompt_embeds: e,
+                    hidden_states: h,
+                    mask: m,
+                },
+                pixel_weights: (box_weight > 0.0)
+                    .then(|| box_weights(&ex, side, box_weight, &plain)),
+            })
+        },
+        |trainer, report| {
+            log.report(report, &pb)?;
+            if report.saved.is_some() {
+                trainer.save_checkpoint(&dir)?;
+            }
+            Ok(())
+        },
+    )?;
     pb.finish();
     Ok(())
 }
@@ -869,38 +983,53 @@ fn train_sr(args: &TrainArgs, k: usize) -> Result<(), Error> {
     } else {
         args.sr2_steps
     };
-    let mut trainer = if dir.join("trainer_state.json").is_file() {
+    let store = stage_store(&dir, args.keep_checkpoints);
+    let expected = SuperResTrainConfig {
+        max_grad_norm: args.max_grad_norm,
+        ..if k == 1 {
+            SuperResTrainConfig {
+                augmentation: args.sr1_augmentation.augmentation(),
+                ..sr_train_config(k, args.seed)
+            }
+        } else {
+            sr_train_config(k, args.seed)
+        }
+    };
+    let resumed = SuperResTrainer::resume_state(&store, Some(&expected), &device)?;
+    let mut trainer = if let Some(t) = resumed {
+        t
+    } else if dir.join("trainer_state.json").is_file() {
+        println!("{name}: continuing an old-format run (optimizer and noise stream restart)");
         SuperResTrainer::resume(&dir, &device)?
     } else {
         let cfg: UNet2DConfig = serde_json::from_str(if k == 1 { SR1_CONFIG } else { SR2_CONFIG })?;
         plain.seed(args.seed + 6 + k as u64);
-        SuperResTrainer::new(
-            UNet2DModel::new(&cfg, &plain)?,
-            if k == 1 {
-                SuperResTrainConfig {
-                    augmentation: args.sr1_augmentation.augmentation(),
-                    ..sr_train_config(k, args.seed)
-                }
-            } else {
-                sr_train_config(k, args.seed)
-            },
-            &device,
-        )?
+        SuperResTrainer::new(UNet2DModel::new(&cfg, &plain)?, expected, &device)?
     };
     let base_lr = trainer.config.learning_rate;
     let start = trainer.step;
     let pb = bar(steps, start, name);
     let mut log = LossLog::open(&dir, if k == 1 { "sr1" } else { "sr2" })?;
-    for step in start..steps {
-        let ex = batch(args.seed, 3 + k as u64, step, args.sr_batch);
-        trainer.config.learning_rate = warmup_lr(base_lr, step, 100);
-        let losses = trainer.train_step(&images_signed(&ex, side, &plain))?;
-        log.log(step + 1, losses.loss, &pb)?;
-        if (step + 1) % args.save_every == 0 || step + 1 == steps {
-            trainer.config.learning_rate = base_lr;
-            trainer.save_checkpoint(&dir)?;
-        }
+    unclip_nn::TrainLoop {
+        store: &store,
+        total_steps: steps,
+        save_every: args.save_every,
     }
+    .run(
+        &mut trainer,
+        |step| Some(warmup_lr(base_lr, step, 100)),
+        |step| -> Result<Tensor<4>, Error> {
+            let ex = batch(args.seed, 3 + k as u64, step, args.sr_batch);
+            Ok(images_signed(&ex, side, &plain))
+        },
+        |trainer, report| {
+            log.report(report, &pb)?;
+            if report.saved.is_some() {
+                trainer.save_checkpoint(&dir)?;
+            }
+            Ok(())
+        },
+    )?;
     pb.finish();
     Ok(())
 }
