@@ -6,8 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+
 use image::RgbImage;
-use unclip_shapes::{Attributes, Background, Colour, Position, Scene, Shape, Size};
+use unclip_shapes::Attributes;
+
+use common::{GREEN_SQUARE, RED_CIRCLE, render};
 
 /// Steps small enough for a test, on every stage.
 const FAST: &[&str] = &[
@@ -44,10 +48,7 @@ fn run(bin: &str, args: &[&str]) {
 
 fn write_render(dir: &Path, name: &str, a: Attributes) -> String {
     let path = dir.join(name);
-    Scene::new(a, Background::Black)
-        .render(128)
-        .save(&path)
-        .expect("input PNG");
+    render(a).save(&path).expect("input PNG");
     path.display().to_string()
 }
 
@@ -73,15 +74,6 @@ fn check_png(path: &Path, width: u32, height: u32) -> RgbImage {
 fn sheet_side(n: u32) -> u32 {
     n * 128 + (n + 1) * 2
 }
-
-const RED_CIRCLE: Attributes =
-    Attributes::new(Shape::Circle, Colour::Red, Size::Large, Position::TopLeft);
-const GREEN_SQUARE: Attributes = Attributes::new(
-    Shape::Square,
-    Colour::Green,
-    Size::Large,
-    Position::BottomRight,
-);
 
 #[test]
 fn generate_writes_one_png_per_prompt() {

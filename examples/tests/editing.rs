@@ -5,10 +5,14 @@
 //! The decoder runs at its own 32x32 sample size without super-resolution (the edits happen in
 //! the decoder; the upsamplers only sharpen), with the folder's DDIM steps and guidance.
 
+mod common;
+
 use burn::tensor::Device;
 use image::RgbImage;
 use unclip::{Control, Generation, UnclipBuilder, UnclipPipeline, XtMode};
-use unclip_shapes::{Attributes, Background, Colour, Position, Scene, Shape, Size, oracle};
+use unclip_shapes::{Colour, oracle};
+
+use common::{GREEN_SQUARE, RED_CIRCLE, render};
 
 fn pipeline() -> UnclipPipeline {
     let dir = unclip_examples::default_model_dir();
@@ -23,10 +27,6 @@ fn pipeline() -> UnclipPipeline {
         .with_super_res(false)
         .build()
         .expect("the embedded model loads")
-}
-
-fn render(a: Attributes) -> RgbImage {
-    Scene::new(a, Background::Black).render(128)
 }
 
 /// The decoder's 32x32 output as pixels.
@@ -54,15 +54,6 @@ fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
 }
-
-const RED_CIRCLE: Attributes =
-    Attributes::new(Shape::Circle, Colour::Red, Size::Large, Position::TopLeft);
-const GREEN_SQUARE: Attributes = Attributes::new(
-    Shape::Square,
-    Colour::Green,
-    Size::Large,
-    Position::BottomRight,
-);
 
 #[test]
 fn full_inversion_reconstructs_the_source() {

@@ -13,11 +13,11 @@
 
 use burn::tensor::Tensor;
 use image::RgbImage;
-use unclip_decoder::GuidedDecoder;
+use unclip_decoder::{GuidedDecoder, UNet2DConditionModel, UnCLIPTextProjModel};
 use unclip_diffusion::{NoiseSource, SeededNoise};
 
 use crate::UnclipError;
-use crate::pipeline::{Generation, UnclipPipeline, report, stage_error};
+use crate::pipeline::{EncodedText, Generation, UnclipPipeline, report, stage_error};
 use crate::progress::{ProgressFn, Stage};
 
 /// How the decoder's starting latent `x_T` is chosen for the frames of an interpolation or a
@@ -215,18 +215,18 @@ impl UnclipPipeline {
         let x0 = self.in_dtype(Tensor::cat(x0, 0)); // [B, 3, S, S] in [-1, 1]
         let timesteps = self.decoder_path(strength)?;
         let guidance_scale = self.settings.decoder_guidance_scale;
+        // The empty caption, encoded before the decoder is held (staged memory: one stage at once).
         let text = self.encode_text(&vec![""; images.len()])?;
         let decoder = self.hold(&self.decoder)?;
         let text_proj = self.hold(&self.text_proj)?;
-        let model = GuidedDecoder::new(
+        let model = uncaptioned_decoder(
             &decoder,
             &text_proj,
             emb.clone(),
-            text.decoder(),
-            (guidance_scale > 1.0).then(|| text.decoder()),
+            &text,
             guidance_scale,
-        )
-        .map_err(|e| stage_error(e, Stage::Inversion))?;
+            Stage::Inversion,
+        )?;
         let total = timesteps.len();
         let mut done = 0;
         let x_t = self.decoder_scheduler.ddim_invert(
@@ -611,15 +611,14 @@ impl UnclipPipeline {
         let text = self.encode_text(&vec![""; b])?;
         let decoder = self.hold(&self.decoder)?;
         let text_proj = self.hold(&self.text_proj)?;
-        let model = GuidedDecoder::new(
+        let model = uncaptioned_decoder(
             &decoder,
             &text_proj,
             emb.clone(),
-            text.decoder(),
-            (guidance_scale > 1.0).then(|| text.decoder()),
+            &text,
             guidance_scale,
-        )
-        .map_err(|e| stage_error(e, Stage::Decoder))?;
+            Stage::Decoder,
+        )?;
         let scheduler = &self.decoder_scheduler;
         let mut x = x_t;
         for (i, &t) in timesteps.iter().enumerate() {
@@ -647,4 +646,26 @@ impl UnclipPipeline {
             image_mid,
         })
     }
+}
+
+/// The decoder conditioned on `image_embeddings [B, E]` and the empty caption `text` (the
+/// variation pipeline's conditioning, which inversion and decoding from a latent share), with
+/// classifier-free guidance `guidance_scale` (`<= 1`: none); errors are `stage`'s.
+fn uncaptioned_decoder<'a>(
+    decoder: &'a UNet2DConditionModel,
+    text_proj: &UnCLIPTextProjModel,
+    image_embeddings: Tensor<2>,
+    text: &EncodedText,
+    guidance_scale: f32,
+    stage: Stage,
+) -> Result<GuidedDecoder<'a>, UnclipError> {
+    GuidedDecoder::new(
+        decoder,
+        text_proj,
+        image_embeddings,
+        text.decoder(),
+        (guidance_scale > 1.0).then(|| text.decoder()),
+        guidance_scale,
+    )
+    .map_err(|e| stage_error(e, stage))
 }
