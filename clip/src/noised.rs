@@ -178,9 +178,6 @@ impl NoisedClipTrainer {
     /// Forward, [`bank_cross_entropy`], backward, AdamW step. Returns the loss and the
     /// fraction of the batch whose own caption has the highest logit.
     pub fn step(&mut self, batch: NoisedClipBatch) -> (f32, f32) {
-        // The public fields are authoritative (callers set them between steps).
-        self.core.lr = self.lr;
-        self.core.steps = self.steps;
         let model = self.core.take();
         let logits = model.logits(batch.x_t, &batch.timesteps, batch.text_embeds);
         let b = logits.dims()[0];
@@ -194,8 +191,8 @@ impl NoisedClipTrainer {
             .into_scalar::<i64>();
         let loss = bank_cross_entropy(logits, batch.labels);
         let value = loss.clone().into_scalar::<f32>();
-        self.core.optimise(model, loss);
-        self.steps = self.core.steps;
+        self.core.optimise(model, loss, self.lr);
+        self.steps += 1;
         (value, hits as f32 / b.max(1) as f32)
     }
 
@@ -232,11 +229,7 @@ impl NoisedClipTrainer {
             (lr, weight_decay, max_grad_norm),
             device,
         )?
-        .map(|core| NoisedClipTrainer {
-            lr: core.lr,
-            steps: core.steps,
-            core,
-        }))
+        .map(|(core, lr, steps)| NoisedClipTrainer { core, lr, steps }))
     }
 }
 

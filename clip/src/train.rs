@@ -34,18 +34,14 @@ struct CoreState {
     learning_rate_now: f64,
 }
 
-/// The state shared by the CLIP-side trainers: the model (autodiff device), AdamW, the step
-/// and the learning rate.
+/// The state shared by the CLIP-side trainers: the model (autodiff device), AdamW and the run's
+/// settings. The step and the current learning rate are the trainers' public fields.
 pub struct TrainCore<M> {
     model: Option<M>,
     optim: ModuleOptimizer,
     pub(crate) settings: ClipTrainSettings,
     /// The model's config, recorded in checkpoints (a resume with another is refused).
     pub(crate) model_config: serde_json::Value,
-    /// The learning rate of the next step.
-    pub lr: f64,
-    /// Optimiser steps taken.
-    pub steps: usize,
 }
 
 impl<M: Module> TrainCore<M> {
@@ -59,8 +55,6 @@ impl<M: Module> TrainCore<M> {
                 max_grad_norm: None,
             },
             model_config: serde_json::Value::Null,
-            lr,
-            steps: 0,
         }
     }
 
@@ -76,17 +70,17 @@ impl<M: Module> TrainCore<M> {
             .expect("model is always present between steps")
     }
 
-    /// Backward, clipping, AdamW step on `loss` of `model` (taken by [`Self::take`]).
-    pub(crate) fn optimise(&mut self, model: M, loss: Tensor<1>) {
+    /// Backward, clipping, AdamW step at learning rate `lr` on `loss` of `model` (taken by
+    /// [`Self::take`]).
+    pub(crate) fn optimise(&mut self, model: M, loss: Tensor<1>, lr: f64) {
         let (model, _norm) = unclip_nn::apply_gradients(
             &mut self.optim,
-            self.lr,
+            lr,
             model,
             loss,
             self.settings.max_grad_norm,
         );
         self.model = Some(model);
-        self.steps += 1;
     }
 
     fn run_config(settings: &ClipTrainSettings, model: &serde_json::Value) -> serde_json::Value {
@@ -115,17 +109,17 @@ impl<M: Module> TrainCore<M> {
         .save(store)
     }
 
-    /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none). `template` is a
-    /// model of `config` on the plain device under `device` (autodiff); `config` and the
-    /// optimiser settings must be the run's (any difference is
-    /// `TrainCheckpointError::ConfigMismatch` naming it).
+    /// Continues the run of `store`'s latest checkpoint (`Ok(None)`: none): the core, the
+    /// learning rate of the next step and the steps taken. `template` is a model of `config`
+    /// on the plain device under `device` (autodiff); `config` and the optimiser settings must
+    /// be the run's (any difference is `TrainCheckpointError::ConfigMismatch` naming it).
     pub(crate) fn resume_state(
         store: &CheckpointStore,
         template: M,
         config: &impl Serialize,
         (learning_rate, weight_decay, max_grad_norm): (f64, f32, Option<f32>),
         device: &Device,
-    ) -> Result<Option<Self>, LoadError> {
+    ) -> Result<Option<(Self, f64, usize)>, LoadError> {
         let Some(r) = TrainResume::load(store)? else {
             return Ok(None);
         };
@@ -142,9 +136,7 @@ impl<M: Module> TrainCore<M> {
         core.settings = settings;
         core.model_config = model_config;
         core.optim = r.load_optimizer(core.optim)?;
-        core.lr = state.learning_rate_now;
-        core.steps = r.meta.step as usize;
-        Ok(Some(core))
+        Ok(Some((core, state.learning_rate_now, r.meta.step as usize)))
     }
 }
 
@@ -196,9 +188,6 @@ impl ClipTrainer {
 
     /// Forward, symmetric contrastive loss, backward, optimizer step. Returns the loss.
     pub fn step(&mut self, batch: ClipBatch) -> f32 {
-        // The public fields are authoritative (callers set them between steps).
-        self.core.lr = self.lr;
-        self.core.steps = self.steps;
         let model = self.core.take();
         let out = model.forward(
             batch.input_ids,
@@ -208,8 +197,8 @@ impl ClipTrainer {
         );
         let loss = contrastive_loss(out.logits_per_text);
         let value = loss.clone().into_scalar::<f32>();
-        self.core.optimise(model, loss);
-        self.steps = self.core.steps;
+        self.core.optimise(model, loss, self.lr);
+        self.steps += 1;
         value
     }
 
@@ -246,11 +235,7 @@ impl ClipTrainer {
             (lr, weight_decay, max_grad_norm),
             device,
         )?
-        .map(|core| ClipTrainer {
-            lr: core.lr,
-            steps: core.steps,
-            core,
-        }))
+        .map(|(core, lr, steps)| ClipTrainer { core, lr, steps }))
     }
 }
 

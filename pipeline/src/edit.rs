@@ -432,10 +432,12 @@ impl UnclipPipeline {
         let mut end = |e: Endpoint| -> Result<(Tensor<2>, Option<Tensor<2>>), UnclipError> {
             match e {
                 Endpoint::Image(_) => {
-                    let row = inverted.next().ok_or(UnclipError::InvalidSetting {
-                        name: "xt",
-                        message: "the inversion returned fewer latents than images".into(),
-                    })??;
+                    let row = inverted
+                        .next()
+                        .ok_or_else(|| UnclipError::InvalidSetting {
+                            name: "xt",
+                            message: "the inversion returned fewer latents than images".into(),
+                        })??;
                     Ok((row.image_embeddings, Some(row.x_t.reshape([1, n]))))
                 }
                 Endpoint::Embedding(z) => Ok((self.in_dtype(z), None)),
