@@ -17,7 +17,10 @@ pub fn scaled_dot_product(
     bias: Option<Tensor<4>>,
     scale: f64,
 ) -> Tensor<4> {
-    let scores = q.matmul(k.swap_dims(2, 3)) * scale; // [B, H, Lq, Lk]
+    // The scale goes on q `[B, H, Lq, Dh]` rather than on the scores `[B, H, Lq, Lk]`: the
+    // same product (exactly so for a power-of-two scale such as 1/8), one pass over the
+    // smaller tensor.
+    let scores = (q * scale).matmul(k.swap_dims(2, 3)); // [B, H, Lq, Lk]
     let scores = match bias {
         Some(b) => scores + b,
         None => scores,

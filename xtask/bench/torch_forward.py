@@ -96,6 +96,9 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--iters", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true",
+                    help="after the timing, run one more forward under torch.profiler and print "
+                         "the ops' self CPU time grouped by op")
     a = ap.parse_args()
     batch = a.batch or (1 if a.model == "super-res" else 2)
     torch.set_num_threads(a.threads)
@@ -113,6 +116,24 @@ def main():
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {type(m).__name__} "
           f"{nparams / 1e6:.1f}M params, batch {batch}: median {statistics.median(times):.1f} ms")
     print("times_ms=" + ",".join(f"{x:.3f}" for x in times))
+    if a.profile:
+        profile(fwd)
+
+
+def profile(fwd):
+    """One forward under torch.profiler: self CPU time per aten op, largest first."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as tprofile
+
+    with torch.inference_mode(), tprofile(activities=[ProfilerActivity.CPU]) as prof:
+        fwd()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    print(f"profile: one forward, {total / 1e3:.1f} ms of self CPU time in aten ops")
+    for e in events[:20]:
+        print(f"profile: {e.key:<40} {e.self_cpu_time_total / 1e3:9.2f} ms "
+              f"{100 * e.self_cpu_time_total / total:5.1f}%  calls {e.count}")
 
 
 if __name__ == "__main__":

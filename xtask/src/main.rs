@@ -24,6 +24,7 @@ use unclip_upsampler::{UNet2DConfig, UNet2DModel};
 
 mod grow;
 mod noised_clip;
+mod ops_bench;
 mod shapes;
 mod shapes_eval;
 
@@ -116,6 +117,12 @@ enum Task {
     /// Time one super-resolution UNet step (Karlo super_res_first layout, channels
     /// 64/128/192/256, 6 -> 3 channels at 256x256; batch 1).
     BenchSuperRes(BenchOpts),
+    /// Time the networks' building blocks one at a time (convolutions, group norm + SiLU,
+    /// attention, linear) at the bench configs' shapes, against PyTorch with `--torch-python`.
+    BenchOps(ops_bench::OpsOpts),
+    /// Time one text-to-image call on the embedded model (seconds per picture, peak RSS),
+    /// against the same model through diffusers with `--torch-python`.
+    BenchPipeline(ops_bench::PipelineOpts),
 }
 
 fn main() {
@@ -142,6 +149,18 @@ fn main() {
         Task::BenchDecoder(o) => bench_model(Model::Decoder, &o),
         Task::BenchTrainDecoder(o) => exit_on_error(bench_train_decoder(&o)),
         Task::BenchSuperRes(o) => bench_model(Model::SuperRes, &o),
+        Task::BenchOps(o) => {
+            if let Err(e) = ops_bench::bench_ops(&o) {
+                eprintln!("bench-ops: {e}");
+                std::process::exit(1);
+            }
+        }
+        Task::BenchPipeline(o) => {
+            if let Err(e) = ops_bench::bench_pipeline(&o) {
+                eprintln!("bench-pipeline: {e}");
+                std::process::exit(1);
+            }
+        }
     }
 }
 
