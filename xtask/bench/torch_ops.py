@@ -5,6 +5,8 @@ A benchmark tool, not a project dependency. xtask passes one spec per op (its `O
     conv3 B C S      3x3 convolution, padding 1, [B, C, S, S] -> [B, C, S, S]
     conv1 B C S      1x1 convolution
     normsilu B C S   GroupNorm(32, C) then SiLU
+    norm B C S       GroupNorm(32, C)
+    silu B C S       SiLU
     attn B H L       softmax(q k^T / 8 + bias) v, q [B, H, L, 64], k/v [B, H, L + 81, 64]
     matmul B L D     Linear(D, D) on [B, L, D]
 
@@ -28,6 +30,13 @@ def build(kind, a, b, c):
         norm = torch.nn.GroupNorm(32, b, eps=1e-5)
         x = torch.randn(a, b, c, c)
         return lambda: F.silu(norm(x))
+    if kind == "norm":
+        norm = torch.nn.GroupNorm(32, b, eps=1e-5)
+        x = torch.randn(a, b, c, c)
+        return lambda: norm(x)
+    if kind == "silu":
+        x = torch.randn(a, b, c, c)
+        return lambda: F.silu(x)
     if kind == "attn":
         q = torch.randn(a, b, c, 64)
         k = torch.randn(a, b, c + 81, 64)

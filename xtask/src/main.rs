@@ -125,6 +125,11 @@ enum Task {
     BenchPipeline(ops_bench::PipelineOpts),
 }
 
+/// mimalloc keeps freed pages for reuse, where glibc's malloc gives a large buffer back to the
+/// kernel and faults it in afresh on the next op (measured in `docs/benchmarks.md`).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     match cli.task {

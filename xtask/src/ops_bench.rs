@@ -12,6 +12,8 @@ use std::process::Command;
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 use burn::tensor::{Device, Tensor};
 use clap::Args;
 use unclip_nn::{Activation, GroupNorm, scaled_dot_product};
@@ -50,9 +52,21 @@ enum Op {
     Conv1 { b: usize, c: usize, s: usize },
     /// GroupNorm(32) then SiLU on `[B, C, S, S]`, as every resnet block starts.
     NormSilu { b: usize, c: usize, s: usize },
+    /// `unclip_nn::GroupNorm(32)` alone (the backend's fused layer norm + per-channel affine).
+    Norm { b: usize, c: usize, s: usize },
+    /// The same group norm written out in element-wise ops (mean, centre, square, mean,
+    /// divide, scale, shift): the formulation `GroupNorm` used before, kept as the reference.
+    NormComposed { b: usize, c: usize, s: usize },
+    /// SiLU alone (`unclip_nn::Activation::Silu`).
+    Silu { b: usize, c: usize, s: usize },
+    /// SiLU as burn's `activation::silu` (`x * sigmoid(x)`), the reference.
+    SiluBurn { b: usize, c: usize, s: usize },
     /// Attention `q [B, H, L, 64]`, `k, v [B, H, L + 81, 64]` with an additive bias
     /// `[B, 1, 1, L + 81]` (the decoder's self + cross attention at S x S, L = S^2).
     Attn { b: usize, h: usize, l: usize },
+    /// The same attention through burn's fused `module::attention` (flex: naive or flash
+    /// kernel by size), the candidate to replace `unclip_nn::scaled_dot_product`.
+    AttnFused { b: usize, h: usize, l: usize },
     /// `[B, L, D] x [D, D]` (the prior's and the attention projections' linear layers).
     Matmul { b: usize, l: usize, d: usize },
 }
@@ -68,8 +82,14 @@ const OPS: &[Op] = &[
     Op::Conv1 { b: 2, c: 128, s: 32 },
     Op::NormSilu { b: 2, c: 64, s: 64 },
     Op::NormSilu { b: 1, c: 64, s: 256 },
+    Op::Norm { b: 2, c: 64, s: 64 },
+    Op::NormComposed { b: 2, c: 64, s: 64 },
+    Op::Silu { b: 2, c: 64, s: 64 },
+    Op::SiluBurn { b: 2, c: 64, s: 64 },
     Op::Attn { b: 2, h: 2, l: 1024 },
     Op::Attn { b: 2, h: 3, l: 256 },
+    Op::AttnFused { b: 2, h: 2, l: 1024 },
+    Op::AttnFused { b: 2, h: 3, l: 256 },
     Op::Matmul { b: 2, l: 81, d: 512 },
 ];
 
@@ -79,7 +99,12 @@ impl Op {
             Op::Conv3 { b, c, s } => format!("conv3x3 b{b} c{c} {s}x{s}"),
             Op::Conv1 { b, c, s } => format!("conv1x1 b{b} c{c} {s}x{s}"),
             Op::NormSilu { b, c, s } => format!("groupnorm+silu b{b} c{c} {s}x{s}"),
+            Op::Norm { b, c, s } => format!("groupnorm b{b} c{c} {s}x{s}"),
+            Op::NormComposed { b, c, s } => format!("groupnorm, composed b{b} c{c} {s}x{s}"),
+            Op::Silu { b, c, s } => format!("silu b{b} c{c} {s}x{s}"),
+            Op::SiluBurn { b, c, s } => format!("silu, burn's b{b} c{c} {s}x{s}"),
             Op::Attn { b, h, l } => format!("attention b{b} h{h} q{l} k{}", l + 81),
+            Op::AttnFused { b, h, l } => format!("attention, burn fused b{b} h{h} q{l} k{}", l + 81),
             Op::Matmul { b, l, d } => format!("linear b{b} l{l} {d}x{d}"),
         }
     }
@@ -90,7 +115,9 @@ impl Op {
             Op::Conv3 { b, c, s } => format!("conv3 {b} {c} {s}"),
             Op::Conv1 { b, c, s } => format!("conv1 {b} {c} {s}"),
             Op::NormSilu { b, c, s } => format!("normsilu {b} {c} {s}"),
-            Op::Attn { b, h, l } => format!("attn {b} {h} {l}"),
+            Op::Norm { b, c, s } | Op::NormComposed { b, c, s } => format!("norm {b} {c} {s}"),
+            Op::Silu { b, c, s } | Op::SiluBurn { b, c, s } => format!("silu {b} {c} {s}"),
+            Op::Attn { b, h, l } | Op::AttnFused { b, h, l } => format!("attn {b} {h} {l}"),
             Op::Matmul { b, l, d } => format!("matmul {b} {l} {d}"),
         }
     }
@@ -100,9 +127,14 @@ impl Op {
         match self {
             Op::Conv3 { b, c, s } => Some(2.0 * 9.0 * (c * c * s * s * b) as f64),
             Op::Conv1 { b, c, s } => Some(2.0 * (c * c * s * s * b) as f64),
-            Op::Attn { b, h, l } => Some(2.0 * 2.0 * (b * h * l * (l + 81) * 64) as f64),
+            Op::Attn { b, h, l } | Op::AttnFused { b, h, l } => {
+                Some(2.0 * 2.0 * (b * h * l * (l + 81) * 64) as f64)
+            }
             Op::Matmul { b, l, d } => Some(2.0 * (b * l * d * d) as f64),
-            Op::NormSilu { .. } => None,
+            Op::NormSilu { .. } | Op::Norm { .. } | Op::NormComposed { .. } | Op::Silu { .. }
+            | Op::SiluBurn { .. } => {
+                None
+            }
         }
     }
 
@@ -126,6 +158,32 @@ impl Op {
                     let _ = y.into_data();
                 })
             }
+            Op::Norm { b, c, s } => {
+                let norm = GroupNorm::new(32, c, 1e-5, device);
+                let x = normal([b, c, s, s], device);
+                time_it(warmup, iters, || {
+                    let _ = norm.forward(x.clone()).into_data();
+                })
+            }
+            Op::NormComposed { b, c, s } => {
+                let norm = GroupNorm::new(32, c, 1e-5, device);
+                let x = normal([b, c, s, s], device);
+                time_it(warmup, iters, || {
+                    let _ = group_norm_composed(&norm, x.clone()).into_data();
+                })
+            }
+            Op::Silu { b, c, s } => {
+                let x = normal([b, c, s, s], device);
+                time_it(warmup, iters, || {
+                    let _ = Activation::Silu.forward(x.clone()).into_data();
+                })
+            }
+            Op::SiluBurn { b, c, s } => {
+                let x = normal([b, c, s, s], device);
+                time_it(warmup, iters, || {
+                    let _ = burn::tensor::activation::silu(x.clone()).into_data();
+                })
+            }
             Op::Attn { b, h, l } => {
                 let q = normal([b, h, l, 64], device);
                 let k = normal([b, h, l + 81, 64], device);
@@ -142,6 +200,28 @@ impl Op {
                     let _ = y.into_data();
                 })
             }
+            Op::AttnFused { b, h, l } => {
+                let q = normal([b, h, l, 64], device);
+                let k = normal([b, h, l + 81, 64], device);
+                let v = normal([b, h, l + 81, 64], device);
+                let bias: Tensor<4> = normal([b, 1, 1, l + 81], device);
+                let options = AttentionModuleOptions {
+                    scale: Some(0.125),
+                    softcap: None,
+                    is_causal: false,
+                };
+                time_it(warmup, iters, || {
+                    let y = attention(
+                        q.clone(),
+                        k.clone(),
+                        v.clone(),
+                        None,
+                        Some(bias.clone().expand([b, h, l, l + 81])),
+                        options,
+                    );
+                    let _ = y.into_data();
+                })
+            }
             Op::Matmul { b, l, d } => {
                 let lin = unclip_nn::Linear::new(d, d, true, device);
                 let x = normal([b, l, d], device);
@@ -151,6 +231,18 @@ impl Op {
             }
         }
     }
+}
+
+/// Group norm in element-wise ops: `(x - mean) / sqrt(var + eps) * weight + bias` per group.
+fn group_norm_composed(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
+    let [b, c, h, w] = x.dims();
+    let g = norm.num_groups;
+    let xg = x.reshape([b, g, (c / g) * h * w]);
+    let mean = xg.clone().mean_dim(2);
+    let xc = xg - mean;
+    let var = xc.clone().powi_scalar(2).mean_dim(2);
+    let y = (xc / (var + norm.eps).sqrt()).reshape([b, c, h, w]);
+    y * norm.weight.val().reshape([1, c, 1, 1]) + norm.bias.val().reshape([1, c, 1, 1])
 }
 
 /// Runs `torch_ops.py` over the selected ops; returns each op's timings (ms).
