@@ -13,6 +13,13 @@ use unclip::{
     Control, Generation, MemoryMode, Progress, Settings, Stage, UnclipBuilder, UnclipPipeline,
 };
 
+/// The examples' allocator. The networks allocate a fresh activation buffer per op, and
+/// glibc's malloc hands large freed buffers back to the kernel, so the next op faults them in
+/// (and zeroes them) again; mimalloc keeps them for reuse. Measured in `docs/benchmarks.md`
+/// ("Allocator"); a program of your own that embeds unclip can do the same in one line.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The examples' error type: anything printable.
 pub type Error = Box<dyn std::error::Error>;
 pub type Result<T> = std::result::Result<T, Error>;

@@ -47,13 +47,20 @@ impl Linear {
     }
 
     /// `[..., in] -> [..., out]`
+    ///
+    /// The leading dimensions are folded into one, so that the product is a single
+    /// `[rows, in] x [in, out]` matrix product (torch's `addmm`), not one per batch entry.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let w = self.weight.val().transpose().unsqueeze::<D>(); // [1.., in, out]
-        let y = x.matmul(w);
-        match &self.bias {
-            Some(b) => y + b.val().unsqueeze::<D>(),
+        let mut dims = x.dims();
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let w = self.weight.val().transpose(); // [in, out], a view of torch's [out, in]
+        let y = x.reshape([rows, dims[D - 1]]).matmul(w); // [rows, out]
+        let y = match &self.bias {
+            Some(b) => y + b.val().unsqueeze::<2>(),
             None => y,
-        }
+        };
+        dims[D - 1] = self.d_out();
+        y.reshape(dims)
     }
 
     pub fn d_in(&self) -> usize {

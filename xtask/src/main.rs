@@ -11,7 +11,7 @@
 //!   iteration counts) right after, and the ratio Rust / PyTorch is printed. See
 //!   `docs/benchmarks.md`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -328,41 +328,66 @@ fn time_rust(model: Model, batch: usize, warmup: usize, iters: usize, device: &D
     }
 }
 
+/// Runs one of `xtask/bench/*.py` with `python` and returns its standard output (the error
+/// carries its output and standard error when it fails).
+fn run_python(python: &Path, script: &str, args: &[String]) -> Result<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(script);
+    let out = Command::new(python)
+        .arg(&script)
+        .args(args)
+        .output()
+        .map_err(|e| format!("{}: {e}", python.display()))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(stdout)
+}
+
+/// The timings of each `times_ms=t1,t2,...` line of a bench script's output, in order.
+fn times_lines(stdout: &str) -> Result<Vec<Vec<f64>>, String> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("times_ms="))
+        .map(|rest| {
+            rest.split(',')
+                .map(|s| s.trim().parse::<f64>().map_err(|e| format!("{s}: {e}")))
+                .collect()
+        })
+        .collect()
+}
+
 /// Runs `xtask/bench/torch_forward.py` and reads its `times_ms=` line.
 fn time_torch(
-    python: &PathBuf,
+    python: &Path,
     model: Model,
     o: &BenchOpts,
     batch: usize,
 ) -> Result<Vec<f64>, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_forward.py");
-    let out = Command::new(python)
-        .arg(script)
-        .arg(model.torch_name())
-        .args(["--batch", &batch.to_string()])
-        .args(["--warmup", &o.warmup.to_string()])
-        .args(["--iters", &o.iters.to_string()])
-        .args(["--threads", &o.torch_threads.to_string()])
-        .output()
-        .map_err(|e| format!("{}: {e}", python.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!(
-            "{}\n{}",
-            stdout,
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    for line in stdout.lines() {
-        if let Some(rest) = line.strip_prefix("times_ms=") {
-            return rest
-                .split(',')
-                .map(|s| s.trim().parse::<f64>().map_err(|e| format!("{s}: {e}")))
-                .collect();
-        }
+    let args = [
+        model.torch_name().to_string(),
+        "--batch".into(),
+        batch.to_string(),
+        "--warmup".into(),
+        o.warmup.to_string(),
+        "--iters".into(),
+        o.iters.to_string(),
+        "--threads".into(),
+        o.torch_threads.to_string(),
+    ];
+    let stdout = run_python(python, "torch_forward.py", &args)?;
+    for line in stdout.lines().filter(|l| !l.starts_with("times_ms=")) {
         println!("  torch: {line}");
     }
-    Err(format!("no times_ms= line in:\n{stdout}"))
+    times_lines(&stdout)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("no times_ms= line in:\n{stdout}"))
 }
 
 fn bench_model(model: Model, o: &BenchOpts) {

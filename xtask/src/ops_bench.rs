@@ -7,8 +7,7 @@
 //! time is lost in a backend kernel (convolution, matmul, softmax) or in the project's own
 //! composition of ops (group norm, activation, attention plumbing).
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::path::{Path, PathBuf};
 
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -18,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 use clap::Args;
 use unclip_nn::{Activation, GroupNorm, scaled_dot_product};
 
-use crate::{median, normal, time_it};
+use crate::{median, normal, run_python, time_it, times_lines};
 
 #[derive(Args, Clone)]
 pub struct OpsOpts {
@@ -71,6 +70,7 @@ enum Op {
     Matmul { b: usize, l: usize, d: usize },
 }
 
+#[rustfmt::skip]
 const OPS: &[Op] = &[
     // decoder bench config, batch 2: the four levels
     Op::Conv3 { b: 2, c: 64, s: 64 },
@@ -104,7 +104,9 @@ impl Op {
             Op::Silu { b, c, s } => format!("silu b{b} c{c} {s}x{s}"),
             Op::SiluBurn { b, c, s } => format!("silu, burn's b{b} c{c} {s}x{s}"),
             Op::Attn { b, h, l } => format!("attention b{b} h{h} q{l} k{}", l + 81),
-            Op::AttnFused { b, h, l } => format!("attention, burn fused b{b} h{h} q{l} k{}", l + 81),
+            Op::AttnFused { b, h, l } => {
+                format!("attention, burn fused b{b} h{h} q{l} k{}", l + 81)
+            }
             Op::Matmul { b, l, d } => format!("linear b{b} l{l} {d}x{d}"),
         }
     }
@@ -131,17 +133,22 @@ impl Op {
                 Some(2.0 * 2.0 * (b * h * l * (l + 81) * 64) as f64)
             }
             Op::Matmul { b, l, d } => Some(2.0 * (b * l * d * d) as f64),
-            Op::NormSilu { .. } | Op::Norm { .. } | Op::NormComposed { .. } | Op::Silu { .. }
-            | Op::SiluBurn { .. } => {
-                None
-            }
+            Op::NormSilu { .. }
+            | Op::Norm { .. }
+            | Op::NormComposed { .. }
+            | Op::Silu { .. }
+            | Op::SiluBurn { .. } => None,
         }
     }
 
     fn time(self, warmup: usize, iters: usize, device: &Device) -> Vec<f64> {
         match self {
             Op::Conv3 { b, c, s } | Op::Conv1 { b, c, s } => {
-                let k = if matches!(self, Op::Conv3 { .. }) { 3 } else { 1 };
+                let k = if matches!(self, Op::Conv3 { .. }) {
+                    3
+                } else {
+                    1
+                };
                 let conv: Conv2d = Conv2dConfig::new([c, c], [k, k])
                     .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
                     .init(device);
@@ -150,26 +157,16 @@ impl Op {
                     let _ = conv.forward(x.clone()).into_data();
                 })
             }
-            Op::NormSilu { b, c, s } => {
+            Op::NormSilu { b, c, s } | Op::Norm { b, c, s } | Op::NormComposed { b, c, s } => {
                 let norm = GroupNorm::new(32, c, 1e-5, device);
                 let x = normal([b, c, s, s], device);
                 time_it(warmup, iters, || {
-                    let y = Activation::Silu.forward(norm.forward(x.clone()));
+                    let y = match self {
+                        Op::NormSilu { .. } => Activation::Silu.forward(norm.forward(x.clone())),
+                        Op::NormComposed { .. } => group_norm_composed(&norm, x.clone()),
+                        _ => norm.forward(x.clone()),
+                    };
                     let _ = y.into_data();
-                })
-            }
-            Op::Norm { b, c, s } => {
-                let norm = GroupNorm::new(32, c, 1e-5, device);
-                let x = normal([b, c, s, s], device);
-                time_it(warmup, iters, || {
-                    let _ = norm.forward(x.clone()).into_data();
-                })
-            }
-            Op::NormComposed { b, c, s } => {
-                let norm = GroupNorm::new(32, c, 1e-5, device);
-                let x = normal([b, c, s, s], device);
-                time_it(warmup, iters, || {
-                    let _ = group_norm_composed(&norm, x.clone()).into_data();
                 })
             }
             Op::Silu { b, c, s } => {
@@ -246,35 +243,21 @@ fn group_norm_composed(norm: &GroupNorm, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Runs `torch_ops.py` over the selected ops; returns each op's timings (ms).
-fn time_torch(py: &PathBuf, ops: &[Op], o: &OpsOpts) -> Result<Vec<Vec<f64>>, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_ops.py");
+fn time_torch(py: &Path, ops: &[Op], o: &OpsOpts) -> Result<Vec<Vec<f64>>, String> {
+    let mut args = vec![
+        "--warmup".to_string(),
+        o.warmup.to_string(),
+        "--iters".into(),
+        o.iters.to_string(),
+        "--threads".into(),
+        o.torch_threads.to_string(),
+    ];
     // each spec is four arguments: kind and three integers
-    let specs: Vec<String> = ops
-        .iter()
-        .flat_map(|op| {
-            op.spec()
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let out = Command::new(py)
-        .arg(script)
-        .args(["--warmup", &o.warmup.to_string()])
-        .args(["--iters", &o.iters.to_string()])
-        .args(["--threads", &o.torch_threads.to_string()])
-        .args(&specs)
-        .output()
-        .map_err(|e| format!("{}: {e}", py.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+    for op in ops {
+        args.extend(op.spec().split_whitespace().map(str::to_string));
     }
-    let rows: Vec<Vec<f64>> = stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("times_ms="))
-        .map(|rest| rest.split(',').filter_map(|s| s.trim().parse().ok()).collect())
-        .collect();
+    let stdout = run_python(py, "torch_ops.py", &args)?;
+    let rows = times_lines(&stdout)?;
     if rows.len() != ops.len() {
         return Err(format!("expected {} times_ms= lines:\n{stdout}", ops.len()));
     }
@@ -286,7 +269,11 @@ pub fn bench_ops(o: &OpsOpts) -> Result<(), String> {
     let ops: Vec<Op> = OPS
         .iter()
         .copied()
-        .filter(|op| o.only.as_ref().is_none_or(|f| op.name().contains(f.as_str())))
+        .filter(|op| {
+            o.only
+                .as_ref()
+                .is_none_or(|f| op.name().contains(f.as_str()))
+        })
         .collect();
     println!(
         "ops: warm-up {}, {} timed calls, median ms; Rust on {}, then PyTorch ({} threads)",
@@ -410,28 +397,20 @@ pub fn bench_pipeline(o: &PipelineOpts) -> Result<(), String> {
         fmt(&times)
     );
     if let Some(py) = &o.torch_python {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/torch_pipeline.py");
-        let out = Command::new(py)
-            .arg(script)
-            .arg("--model")
-            .arg(&o.model)
-            .args(["--prompt", &o.prompt])
-            .args(["--warmup", &o.warmup.to_string()])
-            .args(["--iters", &o.iters.to_string()])
-            .args(["--threads", &o.torch_threads.to_string()])
-            .output()
-            .map_err(|e| format!("{}: {e}", py.display()))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        if !out.status.success() {
-            return Err(format!("{stdout}\n{}", String::from_utf8_lossy(&out.stderr)));
+        let mut args = vec!["--model".to_string(), o.model.display().to_string()];
+        for (flag, value) in [
+            ("--prompt", o.prompt.clone()),
+            ("--warmup", o.warmup.to_string()),
+            ("--iters", o.iters.to_string()),
+            ("--threads", o.torch_threads.to_string()),
+        ] {
+            args.extend([flag.to_string(), value]);
         }
-        let t: Vec<f64> = stdout
-            .lines()
-            .find_map(|l| l.strip_prefix("times_ms="))
-            .ok_or_else(|| format!("no times_ms= line in:\n{stdout}"))?
-            .split(',')
-            .filter_map(|s| s.trim().parse().ok())
-            .collect();
+        let stdout = run_python(py, "torch_pipeline.py", &args)?;
+        let t = times_lines(&stdout)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("no times_ms= line in:\n{stdout}"))?;
         let prss = stdout
             .lines()
             .find_map(|l| l.strip_prefix("peak_rss_kib="))
