@@ -71,11 +71,15 @@ impl AddedKvAttention {
     pub fn forward(&self, x: Tensor<4>, ctx: &CrossContext) -> Tensor<4> {
         let [b, c, h, w] = x.dims();
         let hw = h * w;
+        // [B, HW, C] laid out once (the transpose is copied here, not in each of the three
+        // projections below)
         let normed = self
             .group_norm
             .forward(x.clone())
             .reshape([b, c, hw])
-            .swap_dims(1, 2); // [B, HW, C]
+            .swap_dims(1, 2)
+            .reshape([b * hw, c])
+            .reshape([b, hw, c]);
         let q = split_heads(self.to_q.forward(normed.clone()), self.heads); // [B, h, HW, Dh]
         let ek = split_heads(
             self.add_k_proj.forward(ctx.hidden_states.clone()),
