@@ -100,7 +100,10 @@ mod tests {
             let s = sigmoid(xi as f64);
             let want = s * (1.0 + xi as f64 * (1.0 - s)); // d/dx x sigmoid(x)
             assert!(gi.is_finite(), "silu'({xi}) = {gi}");
-            assert!((gi as f64 - want).abs() <= 1e-5, "silu'({xi}) = {gi}, want {want}");
+            assert!(
+                (gi as f64 - want).abs() <= 1e-5,
+                "silu'({xi}) = {gi}, want {want}"
+            );
         }
     }
 }

@@ -17,7 +17,7 @@ use burn::tensor::{Device, Tensor};
 use clap::Args;
 use unclip_nn::{Activation, GroupNorm, scaled_dot_product};
 
-use crate::{median, normal, run_python, time_it, times_lines};
+use crate::{fmt_times, median, normal, run_python, time_it, times_lines};
 
 #[derive(Args, Clone)]
 pub struct OpsOpts {
@@ -373,12 +373,6 @@ pub fn bench_pipeline(o: &PipelineOpts) -> Result<(), String> {
     }
     let rss = peak_rss_kib();
     let m = median(times.clone());
-    let fmt = |v: &[f64]| {
-        v.iter()
-            .map(|t| format!("{t:.0}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
     println!(
         "text-to-image, {:?}, {}: warm-up {}, {} timed, median",
         o.prompt,
@@ -394,7 +388,7 @@ pub fn bench_pipeline(o: &PipelineOpts) -> Result<(), String> {
         o.device,
         m / 1e3,
         mib(rss),
-        fmt(&times)
+        fmt_times(&times)
     );
     if let Some(py) = &o.torch_python {
         let mut args = vec!["--model".to_string(), o.model.display().to_string()];
@@ -421,7 +415,7 @@ pub fn bench_pipeline(o: &PipelineOpts) -> Result<(), String> {
             o.torch_threads,
             tm / 1e3,
             mib(prss),
-            fmt(&t)
+            fmt_times(&t)
         );
         println!("rust / pytorch = {:.2}", m / tm);
     }
